@@ -1,0 +1,38 @@
+# cargohold: `make run` starts the registry, `make test` passes the tests, `make bench` measures.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: run test bench fsck clean system-deps
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.test-installed: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+system-deps:
+	scripts/install-system-deps.sh
+
+run: $(VENV)/.installed
+	$(BIN)/cargohold serve
+
+test: $(VENV)/.test-installed system-deps
+	scripts/ensure-services.sh
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: $(VENV)/.test-installed system-deps
+	$(BIN)/python bench/run.py
+
+fsck: $(VENV)/.installed
+	$(BIN)/cargohold fsck
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -1,0 +1,79 @@
+"""``cargohold``: serve the registry and look after its data."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from .. import __version__
+from ..config import Settings, load_settings
+
+app = typer.Typer(help="cargohold: a self-hosted OCI registry that keeps your own copies of public content.",
+                  no_args_is_help=True, add_completion=False)
+console = Console(stderr=True)
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="TOML settings file (also CARGOHOLD_CONFIG)")]
+DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="data directory (also CARGOHOLD_DATA_DIR)")]
+
+
+def _settings(config: Path | None, **overrides: object) -> Settings:
+    try:
+        return load_settings(config, **overrides)
+    except (FileNotFoundError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def serve(
+    listen: Annotated[Optional[str], typer.Option("--listen", help="HOST:PORT (default 127.0.0.1:5000)")] = None,
+    data_dir: DataDirOpt = None,
+    config: ConfigOpt = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="worker processes (default 2)")] = None,
+) -> None:
+    """Run the registry."""
+    from ..web.server import AddressInUse, serve as run
+
+    settings = _settings(config, listen=listen, data_dir=data_dir, workers=workers)
+    try:
+        run(settings)
+    except AddressInUse as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def fsck(data_dir: DataDirOpt = None, config: ConfigOpt = None) -> None:
+    """Check every blob's digest and every manifest's references; exit 1 on problems."""
+    from ..registry.fsck import fsck as run_fsck
+    from ..registry.stores import open_stores, prepare
+
+    settings = _settings(config, data_dir=data_dir)
+
+    async def main() -> int:
+        await prepare(settings)
+        stores = open_stores(settings)
+        try:
+            with console.status("checking blobs and manifests…"):
+                report = await run_fsck(stores)
+        finally:
+            await stores.close()
+        for note in report.notes:
+            console.print(f"note: {note}")
+        for problem in report.problems:
+            console.print(f"[red]problem:[/red] {problem}")
+        verdict = "[green]clean[/green]" if report.clean else f"[red]{len(report.problems)} problem(s)[/red]"
+        console.print(f"{report.blobs_checked} blobs, {report.manifests_checked} manifests checked: {verdict}")
+        return 0 if report.clean else 1
+
+    raise typer.Exit(asyncio.run(main()))
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    print(__version__)

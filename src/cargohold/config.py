@@ -1,0 +1,91 @@
+"""The one settings object.
+
+Precedence, highest first: values given in code (CLI flags), ``CARGOHOLD_*``
+environment variables, the TOML file named by ``--config`` /
+``CARGOHOLD_CONFIG``, then the defaults below. The config path travels as an
+environment variable so that worker processes read exactly what the parent read.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CARGOHOLD_", extra="forbid")
+
+    listen: str = Field("127.0.0.1:5000", description="HOST:PORT to serve on")
+    data_dir: Path = Field(Path("cargohold-data"), description="blobs, uploads and the embedded database live here")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default is SQLite in the data directory (postgresql+asyncpg://… for scale-out)"
+    )
+    database_schema: str | None = Field(None, description="PostgreSQL schema (search_path) to keep the tables in")
+    workers: int = Field(2, ge=1, le=64, description="processes sharing the port with SO_REUSEPORT")
+    sqlite_synchronous: str = Field("FULL", description="SQLite PRAGMA synchronous (FULL survives power loss)")
+    manifest_max_bytes: int = Field(4 * MiB, ge=1024)
+    upload_max_age_seconds: int = Field(24 * 3600, ge=1, description="abandoned upload sessions older than this are purged")
+    upload_purge_interval_seconds: int = Field(600, ge=1)
+    manifest_cache_entries: int = Field(20000, ge=0, description="in-process cache of hot manifests (0 disables)")
+    manifest_cache_bytes: int = Field(64 * MiB, ge=0)
+    log_level: str = "INFO"
+    access_log: bool = False
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("listen must be HOST:PORT")
+        return value
+
+    @field_validator("sqlite_synchronous")
+    @classmethod
+    def _check_sync(cls, value: str) -> str:
+        if value.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+            raise ValueError("sqlite_synchronous must be OFF, NORMAL, FULL or EXTRA")
+        return value.upper()
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir.resolve() / 'metadata.db'}"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("CARGOHOLD_CONFIG")
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings; ``overrides`` with value None are treated as not given."""
+    if config_file is not None:
+        if not config_file.is_file():
+            raise FileNotFoundError(f"config file not found: {config_file}")
+        os.environ["CARGOHOLD_CONFIG"] = str(config_file.resolve())
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

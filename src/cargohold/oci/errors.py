@@ -1,0 +1,125 @@
+"""The registry's failure vocabulary.
+
+Each class carries the OCI distribution-spec error code it stands for; the
+HTTP status belongs to the web layer (``web/errors.py``), so that no layer
+below it has to know about HTTP.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RegistryError(Exception):
+    """Base of every error a client of the registry API can be told about."""
+
+    code: str = "UNKNOWN"
+    default_message: str = "unknown error"
+
+    def __init__(self, message: str | None = None, detail: Any = None) -> None:
+        self.message = message or self.default_message
+        self.detail = detail
+        super().__init__(self.message)
+
+
+class BlobUnknown(RegistryError):
+    code = "BLOB_UNKNOWN"
+    default_message = "blob unknown to registry"
+
+
+class BlobUploadInvalid(RegistryError):
+    code = "BLOB_UPLOAD_INVALID"
+    default_message = "blob upload invalid"
+
+
+class BlobUploadUnknown(RegistryError):
+    code = "BLOB_UPLOAD_UNKNOWN"
+    default_message = "blob upload unknown to registry"
+
+
+class UploadRangeInvalid(BlobUploadInvalid):
+    """A chunk that does not start where the upload currently ends (416)."""
+
+    default_message = "requested range not satisfiable: chunk does not continue the upload"
+
+
+class DigestInvalid(RegistryError):
+    code = "DIGEST_INVALID"
+    default_message = "provided digest did not match uploaded content"
+
+
+class ManifestBlobUnknown(RegistryError):
+    code = "MANIFEST_BLOB_UNKNOWN"
+    default_message = "manifest references a manifest or blob unknown to registry"
+
+
+class ManifestInvalid(RegistryError):
+    code = "MANIFEST_INVALID"
+    default_message = "manifest invalid"
+
+
+class ManifestUnknown(RegistryError):
+    code = "MANIFEST_UNKNOWN"
+    default_message = "manifest unknown to registry"
+
+
+class NameInvalid(RegistryError):
+    code = "NAME_INVALID"
+    default_message = "invalid repository name"
+
+
+class NameUnknown(RegistryError):
+    code = "NAME_UNKNOWN"
+    default_message = "repository name not known to registry"
+
+
+class SizeInvalid(RegistryError):
+    code = "SIZE_INVALID"
+    default_message = "provided length did not match content length"
+
+
+class ManifestTooLarge(SizeInvalid):
+    """A manifest beyond the configured size limit (413)."""
+
+    default_message = "manifest exceeds the size limit"
+
+
+class TagInvalid(RegistryError):
+    code = "TAG_INVALID"
+    default_message = "invalid tag"
+
+
+class Unauthorized(RegistryError):
+    code = "UNAUTHORIZED"
+    default_message = "authentication required"
+
+
+class Denied(RegistryError):
+    code = "DENIED"
+    default_message = "requested access to the resource is denied"
+
+
+class Unsupported(RegistryError):
+    code = "UNSUPPORTED"
+    default_message = "the operation is unsupported"
+
+
+class RangeNotSatisfiable(RegistryError):
+    """A blob read with a Range the blob cannot satisfy (416)."""
+
+    code = "BLOB_UNKNOWN"
+    default_message = "requested range not satisfiable"
+
+    def __init__(self, size: int, message: str | None = None) -> None:
+        super().__init__(message)
+        self.size = size
+
+
+class PaginationNumberInvalid(RegistryError):
+    code = "PAGINATION_NUMBER_INVALID"
+    default_message = "invalid number of results requested"
+
+
+class TooManyRequests(RegistryError):
+    code = "TOOMANYREQUESTS"
+    default_message = "too many requests"

@@ -1,0 +1,1 @@
+"""The local registry's operations: push, pull, delete, tags, referrers and integrity checks."""

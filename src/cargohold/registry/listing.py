@@ -1,0 +1,36 @@
+"""Tag lists and the repository catalog, paginated the distribution-spec way (``n``, ``last``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..oci.errors import NameUnknown
+from ..oci.names import validate_name
+from .stores import Stores
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[str]
+    more: bool  # another page follows; the caller renders the Link header
+
+
+class ListingService:
+    def __init__(self, stores: Stores) -> None:
+        self._s = stores
+
+    async def tags(self, repository: str, n: int | None, last: str | None) -> Page:
+        validate_name(repository)
+        found = await self._s.metadata.list_tags(repository, None if n is None else n + 1, last)
+        if found is None:
+            raise NameUnknown(detail={"name": repository})
+        return _page(found, n)
+
+    async def catalog(self, n: int | None, last: str | None) -> Page:
+        return _page(await self._s.metadata.catalog(None if n is None else n + 1, last), n)
+
+
+def _page(found: list[str], n: int | None) -> Page:
+    if n is not None and len(found) > n:
+        return Page(found[:n], True)
+    return Page(found, False)

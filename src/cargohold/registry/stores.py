@@ -1,0 +1,55 @@
+"""The stores a registry runs on, opened together from the settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ..config import Settings
+from ..store.blobs import BlobStore
+from ..store.db import create_engine
+from ..store.generation import Generation
+from ..store.metadata import MetadataStore
+from ..store.migrate import migrate
+from ..store.uploads import UploadStore
+
+
+@dataclass
+class Stores:
+    settings: Settings
+    engine: AsyncEngine
+    metadata: MetadataStore
+    blobs: BlobStore
+    uploads: UploadStore
+    generation: Generation
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+        self.generation.close()
+
+
+def open_stores(settings: Settings) -> Stores:
+    data = settings.data_dir
+    data.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(settings)
+    generation = Generation(data / "generation")
+    return Stores(
+        settings=settings,
+        engine=engine,
+        metadata=MetadataStore(engine, on_change=generation.bump),
+        blobs=BlobStore(data),
+        uploads=UploadStore(data),
+        generation=generation,
+    )
+
+
+async def prepare(settings: Settings) -> None:
+    """Create the data directory, migrate the database and clear crash leftovers; once, before any worker starts."""
+    stores = open_stores(settings)
+    try:
+        await migrate(stores.engine, settings.database_schema)
+        # No worker runs yet, so anything in tmp/ is a leftover of a crash.
+        stores.blobs.purge_tmp(0, float("inf"))
+    finally:
+        await stores.close()

@@ -1,0 +1,80 @@
+"""Blob upload sessions: monolithic, chunked and resumed pushes.
+
+Bytes are hashed while they stream to disk and become visible only after the
+digest checks out: verified → fsynced → renamed into the blob store → linked
+in metadata, in that order, so a crash at any point leaves either nothing or
+a complete blob.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+from ..oci.digest import Digest
+from ..oci.names import validate_name
+from ..store.uploads import UploadState
+from .stores import Stores
+
+
+class UploadService:
+    def __init__(self, stores: Stores) -> None:
+        self._s = stores
+
+    def start(self, repository: str) -> UploadState:
+        validate_name(repository)
+        return self._s.uploads.create(repository)
+
+    def status(self, repository: str, upload_id: str) -> UploadState:
+        validate_name(repository)
+        return self._s.uploads.state(repository, upload_id)
+
+    async def append(
+        self, repository: str, upload_id: str, body: AsyncIterator[bytes], start: int | None, length: int | None
+    ) -> UploadState:
+        validate_name(repository)
+        return await self._s.uploads.append(repository, upload_id, body, start, length)
+
+    async def complete(
+        self,
+        repository: str,
+        upload_id: str,
+        digest: str,
+        body: AsyncIterator[bytes] | None = None,
+        start: int | None = None,
+        length: int | None = None,
+    ) -> int:
+        """Append the final chunk (may be empty), verify, publish and link; the blob's size."""
+        validate_name(repository)
+        expected = Digest.parse(digest)
+        uploads = self._s.uploads
+        uploads.state(repository, upload_id)
+        if body is not None:
+            await uploads.append(repository, upload_id, body, start, length)
+        finished = await uploads.finish(repository, upload_id, expected)
+        try:
+            await self._s.blobs.adopt(finished.path, expected)
+            await self._s.metadata.add_blob(repository, str(expected), finished.size)
+        finally:
+            uploads.discard(upload_id)
+        return finished.size
+
+    async def monolithic(self, repository: str, digest: str, body: AsyncIterator[bytes], length: int | None) -> int:
+        validate_name(repository)
+        Digest.parse(digest)
+        state = self._s.uploads.create(repository)
+        try:
+            return await self.complete(repository, state.id, digest, body, 0, length)
+        finally:
+            self._s.uploads.discard(state.id)
+
+    def cancel(self, repository: str, upload_id: str) -> None:
+        validate_name(repository)
+        self._s.uploads.cancel(repository, upload_id)
+
+    def purge(self) -> int:
+        settings = self._s.settings
+        now = time.time()
+        return self._s.uploads.purge(settings.upload_max_age_seconds, now) + self._s.blobs.purge_tmp(
+            settings.upload_max_age_seconds, now
+        )

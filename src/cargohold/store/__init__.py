@@ -1,0 +1,1 @@
+"""Durable state: the blob store, upload sessions and the metadata database."""

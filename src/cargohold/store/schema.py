@@ -1,0 +1,92 @@
+"""Metadata tables (SQLAlchemy Core). Changes here need an Alembic revision in ``migrations/versions``."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+DIGEST = String(140)  # "sha512:" + 128 hex
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+repositories = Table(
+    "repositories",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+blobs = Table(
+    "blobs",
+    metadata,
+    Column("digest", DIGEST, primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+repository_blobs = Table(
+    "repository_blobs",
+    metadata,
+    Column("repository_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True),
+    Column("digest", DIGEST, ForeignKey("blobs.digest"), primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+manifests = Table(
+    "manifests",
+    metadata,
+    Column("repository_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True),
+    Column("digest", DIGEST, ForeignKey("blobs.digest"), primary_key=True),
+    Column("media_type", String(255), nullable=False),
+    Column("artifact_type", String(255), nullable=True),
+    Column("size", BigInteger, nullable=False),
+    Column("subject", DIGEST, nullable=True),
+    Column("annotations", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_manifests_subject", "repository_id", "subject"),
+)
+
+# What a manifest references (blobs and child manifests): fsck and garbage collection walk these.
+manifest_references = Table(
+    "manifest_references",
+    metadata,
+    Column("repository_id", Integer, primary_key=True),
+    Column("digest", DIGEST, primary_key=True),
+    Column("child", DIGEST, primary_key=True),
+    Column("kind", String(8), nullable=False),  # "blob" | "manifest"
+    ForeignKeyConstraint(
+        ["repository_id", "digest"], ["manifests.repository_id", "manifests.digest"], ondelete="CASCADE"
+    ),
+    Index("ix_manifest_references_child", "child"),
+)
+
+tags = Table(
+    "tags",
+    metadata,
+    Column("repository_id", Integer, primary_key=True),
+    Column("name", String(128), primary_key=True),
+    Column("digest", DIGEST, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    ForeignKeyConstraint(
+        ["repository_id", "digest"], ["manifests.repository_id", "manifests.digest"], ondelete="CASCADE"
+    ),
+)

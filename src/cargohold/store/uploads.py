@@ -1,0 +1,174 @@
+"""Upload sessions on disk: ``uploads/<id>/data`` plus the repository it belongs to.
+
+The data file is the truth; a running sha256 kept in process memory only saves
+re-reading the file when the same worker sees the next chunk (the usual case),
+so a chunk that lands on another worker costs a re-hash at completion, never a
+wrong answer. A chunk that fails half-way is cut back off, so an upload's
+length only ever moves by whole, acknowledged chunks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import shutil
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..oci.digest import Digest, Hasher, new_hasher
+from ..oci.errors import BlobUploadInvalid, BlobUploadUnknown, DigestInvalid, SizeInvalid, UploadRangeInvalid
+from .blobs import hash_file
+from .files import fsync_dir, fsync_file
+
+_ID_CHARS = frozenset("0123456789abcdef")
+
+
+@dataclass(frozen=True, slots=True)
+class UploadState:
+    id: str
+    repository: str
+    size: int
+    started_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedUpload:
+    """A verified, fsynced file ready to be published under ``digest``."""
+
+    digest: Digest
+    size: int
+    path: Path
+
+
+class UploadStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root / "uploads"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._hashers: dict[str, tuple[int, Hasher]] = {}
+
+    def _dir(self, upload_id: str) -> Path:
+        if len(upload_id) != 32 or not set(upload_id) <= _ID_CHARS:
+            raise BlobUploadUnknown("upload id is not one this registry issued")
+        return self.root / upload_id
+
+    def create(self, repository: str) -> UploadState:
+        upload_id = uuid.uuid4().hex
+        path = self.root / upload_id
+        path.mkdir()
+        (path / "repository").write_text(repository)
+        (path / "data").touch()
+        self._hashers[upload_id] = (0, new_hasher("sha256"))
+        return UploadState(upload_id, repository, 0, time.time())
+
+    def state(self, repository: str, upload_id: str) -> UploadState:
+        path = self._dir(upload_id)
+        try:
+            owner = (path / "repository").read_text()
+            st = (path / "data").stat()
+        except (FileNotFoundError, NotADirectoryError):
+            raise BlobUploadUnknown() from None
+        if owner != repository:
+            # Session ids are bound to their repository; another repository's id is simply unknown here.
+            raise BlobUploadUnknown()
+        return UploadState(upload_id, repository, st.st_size, (path / "repository").stat().st_mtime)
+
+    async def append(
+        self,
+        repository: str,
+        upload_id: str,
+        body: AsyncIterator[bytes],
+        start: int | None = None,
+        length: int | None = None,
+    ) -> UploadState:
+        """Append one chunk; ``start`` (from Content-Range) must equal the current length."""
+        self.state(repository, upload_id)
+        data = self._dir(upload_id) / "data"
+        fd = os.open(data, os.O_WRONLY | os.O_APPEND)
+        try:
+            _lock(fd)
+            offset = os.fstat(fd).st_size
+            if start is not None and start != offset:
+                raise UploadRangeInvalid(f"chunk starts at {start} but the upload holds {offset} bytes")
+            cached = self._hashers.pop(upload_id, None)
+            hasher = cached[1] if cached is not None and cached[0] == offset else None
+            written = 0
+            try:
+                async for chunk in body:
+                    if length is not None and written + len(chunk) > length:
+                        raise SizeInvalid("chunk longer than its declared length")
+                    _write_all(fd, chunk)
+                    if hasher is not None:
+                        hasher.update(chunk)
+                    written += len(chunk)
+                if length is not None and written != length:
+                    raise SizeInvalid(f"chunk declared {length} bytes but carried {written}")
+            except BaseException:
+                os.ftruncate(fd, offset)
+                raise
+            if hasher is not None:
+                self._hashers[upload_id] = (offset + written, hasher)
+            return UploadState(upload_id, repository, offset + written, 0.0)
+        finally:
+            os.close(fd)
+
+    async def finish(self, repository: str, upload_id: str, expected: Digest) -> FinishedUpload:
+        """Verify the whole upload against ``expected``; on mismatch the session is dropped and nothing is kept."""
+        state = self.state(repository, upload_id)
+        data = self._dir(upload_id) / "data"
+        cached = self._hashers.pop(upload_id, None)
+        if cached is not None and cached[0] == state.size and expected.algorithm == "sha256":
+            actual = f"sha256:{cached[1].hexdigest()}"
+        else:
+            actual, _ = await asyncio.to_thread(hash_file, data, expected.algorithm)
+        if actual != str(expected):
+            self.cancel(repository, upload_id)
+            raise DigestInvalid(f"content digest {actual} does not match {expected}")
+        await asyncio.to_thread(fsync_file, data)
+        return FinishedUpload(expected, state.size, data)
+
+    def discard(self, upload_id: str) -> None:
+        self._hashers.pop(upload_id, None)
+        shutil.rmtree(self._dir(upload_id), ignore_errors=True)
+
+    def cancel(self, repository: str, upload_id: str) -> None:
+        self.state(repository, upload_id)
+        self.discard(upload_id)
+
+    def purge(self, max_age_seconds: float, now: float | None = None) -> int:
+        """Remove sessions untouched for ``max_age_seconds``; activity is the data file's mtime."""
+        now = time.time() if now is None else now
+        removed = 0
+        for entry in self.root.iterdir():
+            try:
+                mtime = max((entry / "data").stat().st_mtime, (entry / "repository").stat().st_mtime)
+            except (FileNotFoundError, NotADirectoryError):
+                mtime = entry.stat().st_mtime if entry.exists() else now
+            if now - mtime > max_age_seconds:
+                self._hashers.pop(entry.name, None)
+                shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+                removed += 1
+        if removed:
+            fsync_dir(self.root)
+        return removed
+
+    def active(self) -> list[str]:
+        return sorted(e.name for e in self.root.iterdir())
+
+
+def _lock(fd: int) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise BlobUploadInvalid("another chunk of this upload is being written") from None
+
+
+def _write_all(fd: int, chunk: bytes) -> None:
+    view = memoryview(chunk)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+

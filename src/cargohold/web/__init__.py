@@ -1,0 +1,1 @@
+"""HTTP: the aiohttp application, thin handlers over the service layers."""

@@ -1,0 +1,11 @@
+"""Typed keys for what the application carries between handlers."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..config import Settings
+from ..registry.service import Registry
+
+SETTINGS = web.AppKey("settings", Settings)
+REGISTRY = web.AppKey("registry", Registry)

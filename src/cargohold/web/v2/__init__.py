@@ -1,0 +1,1 @@
+"""The OCI Distribution API (``/v2``): one small module per resource."""

@@ -1,0 +1,74 @@
+"""Request parsing shared by the /v2 handlers."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from urllib.parse import quote
+
+from aiohttp import web
+
+from ...oci.errors import BlobUploadInvalid, PaginationNumberInvalid, SizeInvalid
+from ...registry.service import Registry
+from ..keys import REGISTRY
+
+STREAM_CHUNK = 1 << 20
+_CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
+
+
+def registry(request: web.Request) -> Registry:
+    return request.app[REGISTRY]
+
+
+def name(request: web.Request) -> str:
+    return request.match_info["name"]
+
+
+async def body_stream(request: web.Request) -> AsyncIterator[bytes]:
+    """The request body as it arrives, never all of it at once."""
+    async for chunk in request.content.iter_chunked(STREAM_CHUNK):
+        yield chunk
+
+
+def content_length(request: web.Request) -> int | None:
+    raw = request.headers.get("Content-Length")
+    if raw is None:
+        return None
+    if not raw.isdigit():
+        raise SizeInvalid("Content-Length must be a non-negative integer")
+    return int(raw)
+
+
+def content_range(request: web.Request) -> tuple[int, int] | None:
+    """``Content-Range: <start>-<end>`` (inclusive) of a chunk, checked against Content-Length."""
+    raw = request.headers.get("Content-Range")
+    if raw is None:
+        return None
+    match = _CONTENT_RANGE.match(raw.strip())
+    if not match:
+        raise BlobUploadInvalid(f"malformed Content-Range: {raw[:100]!r}")
+    start, end = int(match.group(1)), int(match.group(2))
+    if end < start:
+        raise BlobUploadInvalid("Content-Range ends before it starts")
+    length = content_length(request)
+    if length is not None and length != end - start + 1:
+        raise SizeInvalid(f"Content-Range covers {end - start + 1} bytes but Content-Length is {length}")
+    return start, end
+
+
+def page_size(request: web.Request) -> int | None:
+    raw = request.query.get("n")
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit() or len(raw) > 9:
+        raise PaginationNumberInvalid(f"n must be a non-negative integer, not {raw[:20]!r}")
+    return int(raw)
+
+
+def next_link(path: str, n: int, last: str) -> str:
+    return f'<{path}?n={n}&last={quote(last, safe="")}>; rel="next"'
+
+
+def upload_range(size: int) -> str:
+    """The ``Range`` header of an upload: inclusive end, ``0-0`` when empty (as Distribution and clients expect)."""
+    return f"0-{max(size - 1, 0)}"

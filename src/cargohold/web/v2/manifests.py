@@ -1,0 +1,65 @@
+"""``/v2/<name>/manifests/<reference>``: pull, push and delete, byte-exact."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ...oci.errors import ManifestTooLarge, ManifestUnknown
+from ...oci.names import validate_tag
+from ...registry.manifests import accepts, is_digest_reference
+from ..keys import SETTINGS
+from .common import name, registry
+
+
+async def get_manifest(request: web.Request) -> web.Response:
+    reference = request.match_info["reference"]
+    manifest = await registry(request).manifests.get(name(request), reference)
+    if not is_digest_reference(reference) and not accepts(request.headers.get("Accept"), manifest.media_type):
+        # Never converted (bytes are sacred): a client that cannot take this type is told so.
+        raise ManifestUnknown(
+            f"manifest is {manifest.media_type}, which the request's Accept header does not allow",
+            detail={"mediaType": manifest.media_type},
+        )
+    headers = {
+        "Content-Type": manifest.media_type,
+        "Docker-Content-Digest": manifest.digest,
+        "ETag": f'"{manifest.digest}"',
+    }
+    if request.method == "HEAD":
+        headers["Content-Length"] = str(len(manifest.body))
+        return web.Response(headers=headers)
+    return web.Response(body=manifest.body, headers=headers)
+
+
+async def put_manifest(request: web.Request) -> web.Response:
+    repository, reference = name(request), request.match_info["reference"]
+    limit = request.app[SETTINGS].manifest_max_bytes
+    if (request.content_length or 0) > limit:
+        raise ManifestTooLarge(f"manifest is {request.content_length} bytes; the limit is {limit}")
+    body = await request.content.read(limit + 1)
+    while len(body) <= limit and not request.content.at_eof():
+        more = await request.content.read(limit + 1 - len(body))
+        if not more:
+            break
+        body += more
+    extra_tags = [validate_tag(t) for t in request.query.getall("tag", [])]
+    reg = registry(request)
+    pushed = await reg.manifests.put(repository, reference, body, request.headers.get("Content-Type"))
+    for tag in extra_tags:
+        await reg.manifests.put(repository, tag, body, request.headers.get("Content-Type"))
+    headers = {
+        "Location": f"/v2/{repository}/manifests/{pushed.digest}",
+        "Docker-Content-Digest": pushed.digest,
+        "Content-Length": "0",
+    }
+    if pushed.subject:
+        headers["OCI-Subject"] = pushed.subject
+    response = web.Response(status=201, headers=headers)
+    for tag in extra_tags:
+        response.headers.add("OCI-Tag", tag)
+    return response
+
+
+async def delete_manifest(request: web.Request) -> web.Response:
+    await registry(request).manifests.delete(name(request), request.match_info["reference"])
+    return web.Response(status=202, headers={"Content-Length": "0"})

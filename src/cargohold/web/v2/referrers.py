@@ -1,0 +1,17 @@
+"""``/v2/<name>/referrers/<digest>``: always an OCI index, possibly empty, optionally filtered."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ...oci import mediatypes as mt
+from .common import name, registry
+
+
+async def list_referrers(request: web.Request) -> web.Response:
+    artifact_type = request.query.get("artifactType") or None
+    body = await registry(request).referrers.index(name(request), request.match_info["digest"], artifact_type)
+    headers = {"Content-Type": mt.OCI_INDEX}
+    if artifact_type:
+        headers["OCI-Filters-Applied"] = "artifactType"
+    return web.Response(body=body, headers=headers)

@@ -1,0 +1,74 @@
+"""``/v2/<name>/blobs/uploads/``: monolithic, chunked and resumed pushes, and cross-repository mounts."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ...oci.errors import DigestInvalid
+from .common import body_stream, content_length, content_range, name, registry, upload_range
+
+
+def _session_headers(repository: str, upload_id: str, size: int) -> dict[str, str]:
+    return {
+        "Location": f"/v2/{repository}/blobs/uploads/{upload_id}",
+        "Docker-Upload-UUID": upload_id,
+        "Range": upload_range(size),
+        "Content-Length": "0",
+    }
+
+
+def _created(repository: str, digest: str) -> web.Response:
+    return web.Response(
+        status=201,
+        headers={"Location": f"/v2/{repository}/blobs/{digest}", "Docker-Content-Digest": digest, "Content-Length": "0"},
+    )
+
+
+async def start_upload(request: web.Request) -> web.Response:
+    reg, repository = registry(request), name(request)
+    query = request.query
+    mount, source = query.get("mount"), query.get("from")
+    if mount and source:
+        mounted = await reg.blobs.mount(repository, source, mount)
+        if mounted is not None:
+            return _created(repository, mounted.digest)
+    digest = query.get("digest")
+    if digest:
+        await reg.uploads.monolithic(repository, digest, body_stream(request), content_length(request))
+        return _created(repository, digest)
+    state = reg.uploads.start(repository)
+    return web.Response(status=202, headers=_session_headers(repository, state.id, 0))
+
+
+async def upload_status(request: web.Request) -> web.Response:
+    repository = name(request)
+    state = registry(request).uploads.status(repository, request.match_info["upload_id"])
+    return web.Response(status=204, headers=_session_headers(repository, state.id, state.size))
+
+
+async def patch_upload(request: web.Request) -> web.Response:
+    repository, upload_id = name(request), request.match_info["upload_id"]
+    chunk = content_range(request)
+    state = await registry(request).uploads.append(
+        repository, upload_id, body_stream(request), chunk[0] if chunk else None, content_length(request)
+    )
+    return web.Response(status=202, headers=_session_headers(repository, upload_id, state.size))
+
+
+async def finish_upload(request: web.Request) -> web.Response:
+    repository, upload_id = name(request), request.match_info["upload_id"]
+    digest = request.query.get("digest")
+    chunk = content_range(request)
+    if not digest:
+        raise DigestInvalid("the digest query parameter is required to complete an upload")
+    length = content_length(request)
+    body = body_stream(request) if (length or request.body_exists) else None
+    await registry(request).uploads.complete(
+        repository, upload_id, digest, body, chunk[0] if chunk else None, length
+    )
+    return _created(repository, digest)
+
+
+async def cancel_upload(request: web.Request) -> web.Response:
+    registry(request).uploads.cancel(name(request), request.match_info["upload_id"])
+    return web.Response(status=204, headers={"Content-Length": "0"})
