@@ -154,16 +154,17 @@ class DockerRegistry:
                 self.proc.wait()
 
 
+async def drop_postgres_schema_async(schema: str) -> None:
+    import asyncpg  # type: ignore[import-untyped]
+
+    conn = await asyncpg.connect(POSTGRES_URL.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
 def drop_postgres_schema(schema: str) -> None:
     import asyncio
 
-    import asyncpg  # type: ignore[import-untyped]
-
-    async def main() -> None:
-        conn = await asyncpg.connect(POSTGRES_URL.replace("postgresql+asyncpg", "postgresql"))
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        finally:
-            await conn.close()
-
-    asyncio.run(main())
+    asyncio.run(drop_postgres_schema_async(schema))

@@ -9,6 +9,7 @@ environment variable so that worker processes read exactly what the parent read.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,14 @@ class Settings(BaseSettings):
         host, sep, port = value.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError("listen must be HOST:PORT")
+        return value
+
+    @field_validator("database_schema")
+    @classmethod
+    def _check_schema(cls, value: str | None) -> str | None:
+        # It ends up in CREATE SCHEMA / search_path, so only a plain identifier is accepted.
+        if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", value):
+            raise ValueError("database_schema must be a plain SQL identifier")
         return value
 
     @field_validator("sqlite_synchronous")

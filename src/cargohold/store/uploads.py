@@ -96,17 +96,25 @@ class UploadStore:
             cached = self._hashers.pop(upload_id, None)
             hasher = cached[1] if cached is not None and cached[0] == offset else None
             written = 0
+            # Two-stage pipeline: a thread hashes and writes one piece (both release the GIL)
+            # while the event loop receives the next, so a push uses more than one core.
+            loop = asyncio.get_running_loop()
+            pending: asyncio.Future[None] | None = None
             try:
                 async for chunk in body:
                     if length is not None and written + len(chunk) > length:
                         raise SizeInvalid("chunk longer than its declared length")
-                    _write_all(fd, chunk)
-                    if hasher is not None:
-                        hasher.update(chunk)
+                    if pending is not None:
+                        await pending
+                    pending = loop.run_in_executor(None, _consume, fd, chunk, hasher)
                     written += len(chunk)
+                if pending is not None:
+                    await pending
                 if length is not None and written != length:
                     raise SizeInvalid(f"chunk declared {length} bytes but carried {written}")
             except BaseException:
+                if pending is not None and not pending.done():
+                    await asyncio.wait([pending])  # never truncate under a write still running
                 os.ftruncate(fd, offset)
                 raise
             if hasher is not None:
@@ -166,7 +174,9 @@ def _lock(fd: int) -> None:
         raise BlobUploadInvalid("another chunk of this upload is being written") from None
 
 
-def _write_all(fd: int, chunk: bytes) -> None:
+def _consume(fd: int, chunk: bytes, hasher: Hasher | None) -> None:
+    if hasher is not None:
+        hasher.update(chunk)
     view = memoryview(chunk)
     while view:
         n = os.write(fd, view)

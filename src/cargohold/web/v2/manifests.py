@@ -14,7 +14,8 @@ from .common import name, registry
 async def get_manifest(request: web.Request) -> web.Response:
     reference = request.match_info["reference"]
     manifest = await registry(request).manifests.get(name(request), reference)
-    if not is_digest_reference(reference) and not accepts(request.headers.get("Accept"), manifest.media_type):
+    # Clients such as skopeo send one Accept header per media type: they all count (RFC 9110 §5.3).
+    if not is_digest_reference(reference) and not accepts(",".join(request.headers.getall("Accept", ())), manifest.media_type):
         # Never converted (bytes are sacred): a client that cannot take this type is told so.
         raise ManifestUnknown(
             f"manifest is {manifest.media_type}, which the request's Accept header does not allow",
