@@ -7,6 +7,7 @@ metadata transaction that also checks every required blob and child exists.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..oci import mediatypes as mt
@@ -58,19 +59,22 @@ class ManifestService:
         self._cache.put(repository, reference, manifest, generation)
         return manifest
 
-    async def put(self, repository: str, reference: str, body: bytes, content_type: str | None) -> PushedManifest:
+    async def put(
+        self, repository: str, reference: str, body: bytes, content_type: str | None, extra_tags: Sequence[str] = ()
+    ) -> PushedManifest:
+        """Store a manifest under ``reference`` (a tag or its digest) and ``extra_tags`` (``?tag=``), atomically."""
         validate_name(repository)
+        tag_names = [validate_tag(t) for t in extra_tags]
         limit = self._s.settings.manifest_max_bytes
         if len(body) > limit:
             raise ManifestTooLarge(f"manifest is {len(body)} bytes; the limit is {limit}")
-        tag: str | None = None
         if is_digest_reference(reference):
             wanted = Digest.parse(reference)
             digest = Digest.of(body, wanted.algorithm)
             if digest != wanted:
                 raise DigestInvalid(f"manifest digest is {digest}, not {wanted}")
         else:
-            tag = validate_tag(reference)
+            tag_names.insert(0, validate_tag(reference))
             digest = Digest.of(body)
         parsed = parse_manifest(body, content_type)
         record = NewManifest(
@@ -85,7 +89,7 @@ class ManifestService:
             children=tuple(d.digest for d in parsed.manifests),
         )
         await self._s.blobs.write(digest, body)
-        await self._s.metadata.put_manifest(repository, record, tag)
+        await self._s.metadata.put_manifest(repository, record, tag_names)
         return PushedManifest(str(digest), record.subject)
 
     async def delete(self, repository: str, reference: str) -> None:

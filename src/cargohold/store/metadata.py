@@ -8,10 +8,11 @@ forgets what may have changed.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import and_, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -58,6 +59,8 @@ class MetadataStore:
         self._on_change = on_change
         dialect = engine.dialect.name
         self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        # Tags and names sort and page in byte order, whatever the PostgreSQL database's collation is.
+        self._bytewise: Callable[[Any], Any] = (lambda c: c.collate("C")) if dialect == "postgresql" else (lambda c: c)
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
@@ -101,9 +104,10 @@ class MetadataStore:
             return await self._repository_id(conn, name) is not None
 
     async def catalog(self, n: int | None, last: str | None) -> list[str]:
-        query = select(repositories.c.name).order_by(repositories.c.name)
+        name = self._bytewise(repositories.c.name)
+        query = select(repositories.c.name).order_by(name)
         if last:
-            query = query.where(repositories.c.name > last)
+            query = query.where(name > last)
         if n is not None:
             query = query.limit(n)
         async with self._read() as conn:
@@ -163,8 +167,11 @@ class MetadataStore:
 
     # ---- manifests and tags -----------------------------------------------------------------
 
-    async def put_manifest(self, repository: str, manifest: NewManifest, tag: str | None) -> None:
-        """Record a manifest whose bytes are already durable; every required reference must be present."""
+    async def put_manifest(self, repository: str, manifest: NewManifest, tag_names: Sequence[str] = ()) -> None:
+        """Record a manifest whose bytes are already durable, and point ``tag_names`` at it.
+
+        Every required reference must be present in the repository; all of it is one transaction.
+        """
         async with self._write() as conn:
             repo_id = await self._ensure_repository(conn, repository)
             await self._check_references(conn, repo_id, manifest)
@@ -193,7 +200,7 @@ class MetadataStore:
                     )
                     .on_conflict_do_nothing(index_elements=["repository_id", "digest", "child"])
                 )
-            if tag is not None:
+            for tag in dict.fromkeys(tag_names):
                 stmt = self._insert(tags).values(repository_id=repo_id, name=tag, digest=manifest.digest, updated_at=_now())
                 await conn.execute(
                     stmt.on_conflict_do_update(
@@ -278,9 +285,10 @@ class MetadataStore:
             repo_id = await self._repository_id(conn, repository)
             if repo_id is None:
                 return None
-            query = select(tags.c.name).where(tags.c.repository_id == repo_id).order_by(tags.c.name)
+            name = self._bytewise(tags.c.name)
+            query = select(tags.c.name).where(tags.c.repository_id == repo_id).order_by(name)
             if last:
-                query = query.where(tags.c.name > last)
+                query = query.where(name > last)
             if n is not None:
                 query = query.limit(n)
             return list((await conn.execute(query)).scalars())

@@ -15,6 +15,9 @@ from .common import name, registry
 async def get_blob(request: web.Request) -> web.StreamResponse:
     digest = request.match_info["digest"]
     blob = await registry(request).blobs.stat(name(request), digest)
+    etag = f'"{blob.digest}"'
+    if etag in (request.headers.get("If-None-Match") or ""):
+        return web.Response(status=304, headers={"ETag": etag, "Docker-Content-Digest": blob.digest})
     response = web.FileResponse(
         blob.path,
         headers={

@@ -5,7 +5,6 @@ from __future__ import annotations
 from aiohttp import web
 
 from ...oci.errors import ManifestTooLarge, ManifestUnknown
-from ...oci.names import validate_tag
 from ...registry.manifests import accepts, is_digest_reference
 from ..keys import SETTINGS
 from .common import name, registry
@@ -43,11 +42,10 @@ async def put_manifest(request: web.Request) -> web.Response:
         if not more:
             break
         body += more
-    extra_tags = [validate_tag(t) for t in request.query.getall("tag", [])]
-    reg = registry(request)
-    pushed = await reg.manifests.put(repository, reference, body, request.headers.get("Content-Type"))
-    for tag in extra_tags:
-        await reg.manifests.put(repository, tag, body, request.headers.get("Content-Type"))
+    extra_tags = request.query.getall("tag", [])
+    pushed = await registry(request).manifests.put(
+        repository, reference, body, request.headers.get("Content-Type"), extra_tags
+    )
     headers = {
         "Location": f"/v2/{repository}/manifests/{pushed.digest}",
         "Docker-Content-Digest": pushed.digest,
