@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     @classmethod
     def _check_listen(cls, value: str) -> str:
         host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        if not sep or not host or not re.fullmatch(r"[0-9]{1,5}", port) or int(port) > 65535:
             raise ValueError("listen must be HOST:PORT")
         return value
 

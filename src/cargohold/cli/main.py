@@ -55,7 +55,7 @@ def fsck(data_dir: DataDirOpt = None, config: ConfigOpt = None) -> None:
     settings = _settings(config, data_dir=data_dir)
 
     async def main() -> int:
-        await prepare(settings)
+        await prepare(settings, clean_leftovers=False)  # a server may be running on this data
         stores = open_stores(settings)
         try:
             with console.status("checking blobs and manifests…"):

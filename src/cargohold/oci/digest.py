@@ -15,10 +15,10 @@ from typing import Protocol
 from .errors import DigestInvalid
 
 ALGORITHMS: dict[str, int] = {"sha256": 64, "sha512": 128}
-_HEX = re.compile(r"^[a-f0-9]+$")
+_HEX = re.compile(r"[a-f0-9]+")
 # The image-spec grammar for the algorithm part; used to tell "unsupported" from "malformed".
-_ALGORITHM_GRAMMAR = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*$")
-_ENCODED_GRAMMAR = re.compile(r"^[a-zA-Z0-9=_-]+$")
+_ALGORITHM_GRAMMAR = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*")
+_ENCODED_GRAMMAR = re.compile(r"[a-zA-Z0-9=_-]+")
 
 
 class Hasher(Protocol):
@@ -39,12 +39,12 @@ class Digest:
     @classmethod
     def parse(cls, value: str) -> "Digest":
         algorithm, sep, encoded = value.partition(":")
-        if not sep or not _ALGORITHM_GRAMMAR.match(algorithm) or not _ENCODED_GRAMMAR.match(encoded):
+        if not sep or not _ALGORITHM_GRAMMAR.fullmatch(algorithm) or not _ENCODED_GRAMMAR.fullmatch(encoded):
             raise DigestInvalid(f"malformed digest: {value[:200]!r}")
         expected = ALGORITHMS.get(algorithm)
         if expected is None:
             raise DigestInvalid(f"unsupported digest algorithm: {algorithm[:50]!r}")
-        if len(encoded) != expected or not _HEX.match(encoded):
+        if len(encoded) != expected or not _HEX.fullmatch(encoded):
             raise DigestInvalid(f"malformed {algorithm} digest: {value[:200]!r}")
         return cls(algorithm, encoded)
 

@@ -51,6 +51,8 @@ def parse_manifest(raw: bytes, content_type: str | None) -> ParsedManifest:
         doc = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ManifestInvalid(f"manifest is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ManifestInvalid("manifest JSON is nested too deeply") from None
     if not isinstance(doc, dict):
         raise ManifestInvalid("manifest must be a JSON object")
     declared = doc.get("mediaType")
@@ -72,8 +74,8 @@ def parse_manifest(raw: bytes, content_type: str | None) -> ParsedManifest:
         return ParsedManifest(media_type, artifact_type, subject, (), children, annotations)
     config = _descriptor(doc.get("config"), "config")
     layers = _descriptor_list(doc.get("layers"), "layers", required=media_type == mt.DOCKER_MANIFEST)
-    if artifact_type is None and media_type == mt.OCI_MANIFEST:
-        # Referrers API: without artifactType, a manifest's type is its config media type.
+    if not artifact_type and media_type == mt.OCI_MANIFEST:
+        # Referrers API: with artifactType empty or missing, a manifest's type is its config media type.
         artifact_type = config.media_type
     return ParsedManifest(media_type, artifact_type, subject, (config, *layers), (), annotations)
 

@@ -18,7 +18,7 @@ from .names import validate_name, validate_tag
 DOCKER_HUB = "docker.io"
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _HOST = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?"
-_HOST_RE = re.compile(rf"^{_HOST}$")
+_HOST_RE = re.compile(_HOST)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +56,7 @@ class Reference:
         registry = default_registry
         first, slash, remainder = rest.partition("/")
         if slash and (("." in first or ":" in first or first == "localhost") or first != first.lower()):
-            if not _HOST_RE.match(first):
+            if not _HOST_RE.fullmatch(first):
                 raise NameInvalid(f"invalid registry host: {first[:100]!r}")
             registry, rest = first, remainder
         tag = None

@@ -44,12 +44,17 @@ def open_stores(settings: Settings) -> Stores:
     )
 
 
-async def prepare(settings: Settings) -> None:
-    """Create the data directory, migrate the database and clear crash leftovers; once, before any worker starts."""
+async def prepare(settings: Settings, *, clean_leftovers: bool = True) -> None:
+    """Create the data directory, migrate the database and clear crash leftovers.
+
+    Leftovers are only cleared when no worker runs yet (server start-up): in a
+    running registry a file in ``tmp/`` may be a write in progress.
+    """
     stores = open_stores(settings)
     try:
         await migrate(stores.engine, settings.database_schema)
-        # No worker runs yet, so anything in tmp/ is a leftover of a crash.
-        stores.blobs.purge_tmp(0, float("inf"))
+        if clean_leftovers:
+            stores.blobs.purge_tmp(0, float("inf"))
+            stores.uploads.purge_dead()
     finally:
         await stores.close()

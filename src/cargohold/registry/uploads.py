@@ -62,7 +62,7 @@ class UploadService:
     async def monolithic(self, repository: str, digest: str, body: AsyncIterator[bytes], length: int | None) -> int:
         validate_name(repository)
         Digest.parse(digest)
-        state = self._s.uploads.create(repository)
+        state = self._s.uploads.create(repository, internal=True)
         try:
             return await self.complete(repository, state.id, digest, body, 0, length)
         finally:

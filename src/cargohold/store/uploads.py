@@ -3,8 +3,9 @@
 The data file is the truth; a running sha256 kept in process memory only saves
 re-reading the file when the same worker sees the next chunk (the usual case),
 so a chunk that lands on another worker costs a re-hash at completion, never a
-wrong answer. A chunk that fails half-way is cut back off, so an upload's
-length only ever moves by whole, acknowledged chunks.
+wrong answer. A chunk that fails half-way (client gone, wrong length) is cut
+back off; after a crash of the server itself a session may hold part of a
+chunk, which the status request reports so the client resumes from there.
 """
 
 from __future__ import annotations
@@ -55,12 +56,15 @@ class UploadStore:
             raise BlobUploadUnknown("upload id is not one this registry issued")
         return self.root / upload_id
 
-    def create(self, repository: str) -> UploadState:
+    def create(self, repository: str, *, internal: bool = False) -> UploadState:
+        """A new session; ``internal`` ones (a single-request push) have an id no client knows."""
         upload_id = uuid.uuid4().hex
         path = self.root / upload_id
         path.mkdir()
         (path / "repository").write_text(repository)
         (path / "data").touch()
+        if internal:
+            (path / "internal").touch()
         self._hashers[upload_id] = (0, new_hasher("sha256"))
         return UploadState(upload_id, repository, 0, time.time())
 
@@ -161,6 +165,15 @@ class UploadStore:
                 removed += 1
         if removed:
             fsync_dir(self.root)
+        return removed
+
+    def purge_dead(self) -> int:
+        """After a crash: drop sessions no client can resume (single-request pushes, already published data)."""
+        removed = 0
+        for entry in self.root.iterdir():
+            if (entry / "internal").exists() or not (entry / "data").exists():
+                shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+                removed += 1
         return removed
 
     def active(self) -> list[str]:

@@ -13,7 +13,7 @@ from ...registry.service import Registry
 from ..keys import REGISTRY
 
 STREAM_CHUNK = 1 << 20
-_CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
+_CONTENT_RANGE = re.compile(r"(?:bytes[ =])?([0-9]+)-([0-9]+)(?:/(?:[0-9]+|\*))?")
 
 
 def registry(request: web.Request) -> Registry:
@@ -34,7 +34,7 @@ def content_length(request: web.Request) -> int | None:
     raw = request.headers.get("Content-Length")
     if raw is None:
         return None
-    if not raw.isdigit():
+    if not raw.isascii() or not raw.isdigit():
         raise SizeInvalid("Content-Length must be a non-negative integer")
     return int(raw)
 
@@ -44,7 +44,7 @@ def content_range(request: web.Request) -> tuple[int, int] | None:
     raw = request.headers.get("Content-Range")
     if raw is None:
         return None
-    match = _CONTENT_RANGE.match(raw.strip())
+    match = _CONTENT_RANGE.fullmatch(raw.strip())
     if not match:
         raise BlobUploadInvalid(f"malformed Content-Range: {raw[:100]!r}")
     start, end = int(match.group(1)), int(match.group(2))
@@ -60,7 +60,7 @@ def page_size(request: web.Request) -> int | None:
     raw = request.query.get("n")
     if raw is None or raw == "":
         return None
-    if not raw.isdigit() or len(raw) > 9:
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 9:
         raise PaginationNumberInvalid(f"n must be a non-negative integer, not {raw[:20]!r}")
     return int(raw)
 
