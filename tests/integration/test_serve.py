@@ -25,7 +25,7 @@ def test_config_file_and_workers(tmp_path: Path) -> None:
         wait_ready(f"http://127.0.0.1:{port}", proc)
         assert (data / "metadata.db").exists()
         children = psutil.Process(proc.pid).children(recursive=True)
-        workers = [c for c in children if "spawn_main" in " ".join(c.cmdline())]
+        workers = [c for c in children if "cargohold.web.worker" in " ".join(c.cmdline())]
         assert len(workers) == 3
     finally:
         proc.terminate()

@@ -36,12 +36,12 @@ def serve(
     workers: Annotated[Optional[int], typer.Option("--workers", help="worker processes (default 2)")] = None,
 ) -> None:
     """Run the registry."""
-    from ..web.server import AddressInUse, serve as run
+    from ..web.server import AddressInUse, StartupFailed, serve as run
 
     settings = _settings(config, listen=listen, data_dir=data_dir, workers=workers)
     try:
         run(settings)
-    except AddressInUse as exc:
+    except (AddressInUse, StartupFailed) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
 

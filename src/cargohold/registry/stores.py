@@ -11,7 +11,6 @@ from ..store.blobs import BlobStore
 from ..store.db import create_engine
 from ..store.generation import Generation
 from ..store.metadata import MetadataStore
-from ..store.migrate import migrate
 from ..store.uploads import UploadStore
 
 
@@ -50,6 +49,8 @@ async def prepare(settings: Settings, *, clean_leftovers: bool = True) -> None:
     Leftovers are only cleared when no worker runs yet (server start-up): in a
     running registry a file in ``tmp/`` may be a write in progress.
     """
+    from ..store.migrate import migrate  # Alembic is only needed here, not in every worker
+
     stores = open_stores(settings)
     try:
         await migrate(stores.engine, settings.database_schema)

@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import and_, delete, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..oci.errors import ManifestBlobUnknown
@@ -58,7 +57,11 @@ class MetadataStore:
         self._read_engine = engine.execution_options(**{READONLY: True})
         self._on_change = on_change
         dialect = engine.dialect.name
-        self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        self._insert = insert
         # Tags and names sort and page in byte order, whatever the PostgreSQL database's collation is.
         self._bytewise: Callable[[Any], Any] = (lambda c: c.collate("C")) if dialect == "postgresql" else (lambda c: c)
 
