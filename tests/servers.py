@@ -48,8 +48,13 @@ class Server:
     port: int = field(default_factory=free_port)
     schema: str | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    auth: bool = False
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+
+    @property
+    def admin_password(self) -> str:
+        return (self.data_dir / "admin-password").read_text().strip()
 
     @property
     def host(self) -> str:
@@ -63,6 +68,8 @@ class Server:
         env = dict(os.environ)
         env.pop("CARGOHOLD_CONFIG", None)
         env["CARGOHOLD_LOG_LEVEL"] = "WARNING"
+        # The registry API tests run with auth off; the access-control tests turn it on.
+        env["CARGOHOLD_AUTH"] = "true" if self.auth else "false"
         if self.backend == "postgres":
             if self.schema is None:
                 self.schema = f"t_{secrets.token_hex(6)}"

@@ -8,12 +8,13 @@ environment variable so that worker processes read exactly what the parent read.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 MiB = 1024 * 1024
@@ -35,6 +36,20 @@ class Settings(BaseSettings):
     upload_purge_interval_seconds: int = Field(600, ge=1)
     manifest_cache_entries: int = Field(20000, ge=0, description="in-process cache of hot manifests (0 disables)")
     manifest_cache_bytes: int = Field(64 * MiB, ge=0)
+    auth: bool = Field(True, description="require credentials; --no-auth is for throwaway local use on loopback only")
+    auth_service: str = Field("cargohold", description="token audience (the `service` of the Docker token flow)")
+    auth_realm: str | None = Field(None, description="absolute URL of the token endpoint; default: this server's /token")
+    auth_token_ttl_seconds: int = Field(300, ge=30, le=86400)
+    auth_refresh_ttl_seconds: int = Field(30 * 86400, ge=60)
+    auth_key_retention_seconds: int = Field(86400, ge=60, description="how long a rotated-out key still verifies")
+    login_throttle_attempts: int = Field(10, ge=1, description="failed logins per client or user within the window")
+    login_throttle_window_seconds: int = Field(300, ge=1)
+    allowed_clients: list[str] = Field(default_factory=list, description="CIDR ranges allowed to connect; empty = all")
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    allow_private_upstreams: bool = Field(
+        False, description="let server-side requests reach loopback, link-local and private addresses"
+    )
     log_level: str = "INFO"
     access_log: bool = False
 
@@ -44,6 +59,13 @@ class Settings(BaseSettings):
         host, sep, port = value.rpartition(":")
         if not sep or not host or not re.fullmatch(r"[0-9]{1,5}", port) or int(port) > 65535:
             raise ValueError("listen must be HOST:PORT")
+        return value
+
+    @field_validator("allowed_clients")
+    @classmethod
+    def _check_cidrs(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            ipaddress.ip_network(cidr, strict=False)
         return value
 
     @field_validator("database_schema")
@@ -60,6 +82,24 @@ class Settings(BaseSettings):
         if value.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
             raise ValueError("sqlite_synchronous must be OFF, NORMAL, FULL or EXTRA")
         return value.upper()
+
+    @property
+    def is_loopback(self) -> bool:
+        host = self.host
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> "Settings":
+        if not self.auth and not self.is_loopback:
+            raise ValueError("auth can only be turned off on a loopback address (--no-auth is for throwaway local use)")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        return self
 
     @property
     def host(self) -> str:

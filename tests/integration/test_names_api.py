@@ -119,8 +119,6 @@ def test_names_that_look_like_routes_stay_apart(server: Server) -> None:
         ("GET", "/v2/nothing-here"),
         ("GET", "/v2/a/b/unknown/route"),
         ("GET", "/v2/a/blobs"),
-        ("GET", "/v3/"),
-        ("GET", "/"),
         ("GET", "/v2/a/manifests/"),
     ],
 )
@@ -128,6 +126,14 @@ def test_unknown_route_is_404_json(server: Server, method: str, path: str) -> No
     r = raw_request(method, server.url + path)
     assert_error(r, 404)
     assert r.headers["Content-Type"].split(";")[0] == "application/json"
+
+
+@pytest.mark.parametrize("path", ["/v3/", "/", "/api/v1/nothing"])
+def test_unknown_path_outside_v2_is_404_problem_json(server: Server, path: str) -> None:
+    r = raw_request("GET", server.url + path)
+    assert r.status_code == 404
+    assert r.headers["Content-Type"] == "application/problem+json"
+    assert r.json()["status"] == 404
 
 
 @pytest.mark.parametrize(

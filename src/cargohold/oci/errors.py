@@ -123,3 +123,10 @@ class PaginationNumberInvalid(RegistryError):
 class TooManyRequests(RegistryError):
     code = "TOOMANYREQUESTS"
     default_message = "too many requests"
+
+
+class StorageFailure(RegistryError):
+    """The disk or database failed under a valid request (500): not the client's fault."""
+
+    code = "UNKNOWN"
+    default_message = "storage failure"

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..oci.errors import NameUnknown
 from ..oci.names import validate_name
 from .stores import Stores
+
+
+_BATCH = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,8 +30,18 @@ class ListingService:
             raise NameUnknown(detail={"name": repository})
         return _page(found, n)
 
-    async def catalog(self, n: int | None, last: str | None) -> Page:
-        return _page(await self._s.metadata.catalog(None if n is None else n + 1, last), n)
+    async def catalog(self, n: int | None, last: str | None, visible: Callable[[str], bool] = lambda _: True) -> Page:
+        """Repositories after ``last`` that ``visible`` admits; pages are filled across hidden names."""
+        wanted = None if n is None else n + 1
+        found: list[str] = []
+        cursor = last
+        while wanted is None or len(found) < wanted:
+            batch = await self._s.metadata.catalog(_BATCH, cursor)
+            found.extend(name for name in batch if visible(name))
+            if len(batch) < _BATCH:
+                break
+            cursor = batch[-1]
+        return _page(found if wanted is None else found[:wanted], n)
 
 
 def _page(found: list[str], n: int | None) -> Page:

@@ -7,12 +7,17 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+import ipaddress
+
 from aiohttp import web
 
+from ..auth.service import AuthService
 from ..config import Settings
 from ..registry.service import Registry
+from . import token
+from .auth import allow_list, v2_auth_middleware
 from .errors import API_VERSION_HEADER, error_middleware
-from .keys import REGISTRY, SETTINGS
+from .keys import AUTH, REGISTRY, SETTINGS
 from .v2 import routes as v2_routes
 from .v2.blobs import digest_etag
 
@@ -20,8 +25,10 @@ log = logging.getLogger("cargohold")
 
 
 async def _on_prepare(request: web.Request, response: web.StreamResponse) -> None:
-    response.headers[API_VERSION_HEADER[0]] = API_VERSION_HEADER[1]
-    digest_etag(response)
+    if request.path.startswith("/v2"):
+        response.headers[API_VERSION_HEADER[0]] = API_VERSION_HEADER[1]
+        digest_etag(response)
+
 
 
 async def _purge_forever(registry: Registry, interval: float) -> None:
@@ -38,14 +45,23 @@ async def _purge_forever(registry: Registry, interval: float) -> None:
 
 def create_app(settings: Settings) -> web.Application:
     # Only manifest PUTs read a whole body; blob uploads stream and are not bound by this.
-    app = web.Application(middlewares=[error_middleware], client_max_size=settings.manifest_max_bytes + 1)
+    middlewares = [error_middleware]
+    if settings.allowed_clients:
+        middlewares.insert(0, allow_list([ipaddress.ip_network(c, strict=False) for c in settings.allowed_clients]))
+    if settings.auth:
+        middlewares.append(v2_auth_middleware)
+    app = web.Application(middlewares=middlewares, client_max_size=settings.manifest_max_bytes + 1)
     app[SETTINGS] = settings
     v2_routes.add_routes(app)
+    if settings.auth:
+        token.add_routes(app)
     app.on_response_prepare.append(_on_prepare)
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
         registry = Registry.open(settings)
         app[REGISTRY] = registry
+        if settings.auth:
+            app[AUTH] = AuthService.open(settings, registry.stores)
         task = asyncio.create_task(_purge_forever(registry, settings.upload_purge_interval_seconds))
         yield
         task.cancel()

@@ -38,6 +38,7 @@ STATUS: dict[type[e.RegistryError], int] = {
     e.RangeNotSatisfiable: 416,
     e.PaginationNumberInvalid: 400,
     e.TooManyRequests: 429,
+    e.StorageFailure: 500,
 }
 
 
@@ -57,6 +58,29 @@ def oci_error_response(code: str, message: str, status: int, detail: object = No
     )
 
 
+def problem_response(status: int, title: str, detail: str, code: str | None = None, extra: dict[str, object] | None = None) -> web.Response:
+    """RFC 9457 problem details, the management API's error format."""
+    body: dict[str, object] = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    if code:
+        body["code"] = code
+    if extra:
+        body.update(extra)
+    return web.Response(status=status, body=json.dumps(body).encode(), headers={"Content-Type": "application/problem+json"})
+
+
+def error_response_for(request: web.Request, error: e.RegistryError) -> web.Response:
+    """The error in the format of the API the request went to."""
+    status = status_of(error)
+    if request.path.startswith("/v2"):
+        response = oci_error_response(error.code, error.message, status, error.detail)
+    else:
+        response = problem_response(status, error.code.replace("_", " ").capitalize(), error.message, error.code)
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _HTTP_CODES = {404: "NAME_UNKNOWN", 405: "UNSUPPORTED", 413: "SIZE_INVALID"}
@@ -67,10 +91,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except e.RegistryError as exc:
-        return oci_error_response(exc.code, exc.message, status_of(exc), exc.detail)
+        return error_response_for(request, exc)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
+        if not request.path.startswith("/v2"):
+            return problem_response(exc.status, exc.reason or "error", exc.text or exc.reason or "request rejected")
         if exc.status == 404:
             return oci_error_response("UNSUPPORTED", "no such endpoint", 404)
         code = _HTTP_CODES.get(exc.status, "UNSUPPORTED")
@@ -79,7 +105,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if request.transport is None or request.transport.is_closing():
             raise  # the client went away; nobody is left to answer
         log.exception("I/O failure handling %s %s", request.method, request.path)
-        return oci_error_response("UNKNOWN", f"storage failure: {exc.strerror or exc}", 500)
+        return error_response_for(request, e.StorageFailure(f"storage failure: {exc.strerror or type(exc).__name__}"))
     except Exception:
         log.exception("unhandled error handling %s %s", request.method, request.path)
-        return oci_error_response("UNKNOWN", "internal server error", 500)
+        return error_response_for(request, e.RegistryError("internal server error"))

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ..auth.service import AuthService
 from ..config import Settings
 from ..registry.service import Registry
 
 SETTINGS = web.AppKey("settings", Settings)
 REGISTRY = web.AppKey("registry", Registry)
+AUTH = web.AppKey("auth", AuthService)

@@ -15,6 +15,10 @@ import logging
 import os
 import socket
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 SETTINGS_ENV = "CARGOHOLD_WORKER_SETTINGS"
 
@@ -38,15 +42,35 @@ def configure_logging(level: str) -> None:
     )
 
 
+async def _prepare(settings: "Settings") -> None:
+    from ..auth.service import AuthService
+    from ..registry.stores import open_stores, prepare
+
+    await prepare(settings)
+    if not settings.auth:
+        return
+    stores = open_stores(settings)
+    try:
+        password = await AuthService.open(settings, stores).bootstrap_admin(settings.data_dir)
+    finally:
+        await stores.close()
+    if password is not None:
+        # Printed exactly once, on the first start; also kept in the 0600 file for scripts.
+        print(
+            f"cargohold: created user 'admin' with password {password}\n"
+            f"cargohold: (also written to {settings.data_dir / 'admin-password'}, readable only by you)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 def main(mode: str) -> int:
     from ..config import Settings
 
     settings = Settings(**json.loads(os.environ[SETTINGS_ENV]))
     configure_logging(settings.log_level)
     if mode == "prepare":
-        from ..registry.stores import prepare
-
-        asyncio.run(prepare(settings))
+        asyncio.run(_prepare(settings))
         return 0
     from aiohttp import web
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .common import name, registry
+from .common import audit, name, registry
 
 
 
@@ -32,7 +32,9 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
 
 
 async def delete_blob(request: web.Request) -> web.Response:
-    await registry(request).blobs.delete(name(request), request.match_info["digest"])
+    repository, digest = name(request), request.match_info["digest"]
+    await registry(request).blobs.delete(repository, digest)
+    await audit(request, "blob.delete", f"{repository}@{digest}")
     return web.Response(status=202, headers={"Content-Length": "0"})
 
 

@@ -10,7 +10,9 @@ from aiohttp import web
 
 from ...oci.errors import BlobUploadInvalid, PaginationNumberInvalid, SizeInvalid
 from ...registry.service import Registry
-from ..keys import REGISTRY
+from ..access import UNRESTRICTED, Access
+from ..auth import client_address
+from ..keys import AUTH, REGISTRY
 
 STREAM_CHUNK = 1 << 20
 _CONTENT_RANGE = re.compile(r"(?:bytes[ =])?([0-9]+)-([0-9]+)(?:/(?:[0-9]+|\*))?")
@@ -18,6 +20,17 @@ _CONTENT_RANGE = re.compile(r"(?:bytes[ =])?([0-9]+)-([0-9]+)(?:/(?:[0-9]+|\*))?
 
 def registry(request: web.Request) -> Registry:
     return request.app[REGISTRY]
+
+
+def access(request: web.Request) -> Access:
+    """Set by the auth middleware; with auth off, everything is allowed."""
+    return request.get("access", UNRESTRICTED)
+
+
+async def audit(request: web.Request, action: str, target: str, detail: dict[str, object] | None = None) -> None:
+    auth = request.app.get(AUTH)
+    if auth is not None:
+        await auth.audit(access(request).subject, client_address(request), action, target, "ok", detail)
 
 
 def name(request: web.Request) -> str:

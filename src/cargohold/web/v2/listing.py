@@ -6,7 +6,7 @@ import json
 
 from aiohttp import web
 
-from .common import name, next_link, page_size, registry
+from .common import access, name, next_link, page_size, registry
 
 
 def _json(payload: object, link: str | None) -> web.Response:
@@ -25,6 +25,6 @@ async def list_tags(request: web.Request) -> web.Response:
 
 async def catalog(request: web.Request) -> web.Response:
     n, last = page_size(request), request.query.get("last") or None
-    page = await registry(request).listing.catalog(n, last)
+    page = await registry(request).listing.catalog(n, last, access(request).may_list)
     link = next_link(request.path, n, page.items[-1]) if page.more and n else None
     return _json({"repositories": page.items}, link)

@@ -7,7 +7,7 @@ from aiohttp import web
 from ...oci.errors import ManifestTooLarge, ManifestUnknown
 from ...registry.manifests import accepts, is_digest_reference
 from ..keys import SETTINGS
-from .common import name, registry
+from .common import audit, name, registry
 
 
 async def get_manifest(request: web.Request) -> web.Response:
@@ -46,6 +46,7 @@ async def put_manifest(request: web.Request) -> web.Response:
     pushed = await registry(request).manifests.put(
         repository, reference, body, request.headers.get("Content-Type"), extra_tags
     )
+    await audit(request, "manifest.push", f"{repository}@{pushed.digest}", {"reference": reference, "tags": extra_tags})
     headers = {
         "Location": f"/v2/{repository}/manifests/{pushed.digest}",
         "Docker-Content-Digest": pushed.digest,
@@ -60,5 +61,7 @@ async def put_manifest(request: web.Request) -> web.Response:
 
 
 async def delete_manifest(request: web.Request) -> web.Response:
-    await registry(request).manifests.delete(name(request), request.match_info["reference"])
+    repository, reference = name(request), request.match_info["reference"]
+    await registry(request).manifests.delete(repository, reference)
+    await audit(request, "manifest.delete", f"{repository}:{reference}" if ":" not in reference else f"{repository}@{reference}")
     return web.Response(status=202, headers={"Content-Length": "0"})

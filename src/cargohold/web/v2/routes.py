@@ -4,7 +4,26 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ...auth.scopes import DELETE, METADATA, READ, WRITE
+from ..auth import mark
 from . import base, blobs, listing, manifests, referrers, uploads
+
+# The action each handler needs on the repository in its path (checked by web/auth.py).
+for _handler, _action in (
+    (listing.list_tags, METADATA),
+    (manifests.get_manifest, READ),
+    (manifests.put_manifest, WRITE),
+    (manifests.delete_manifest, DELETE),
+    (uploads.start_upload, WRITE),
+    (uploads.upload_status, WRITE),
+    (uploads.patch_upload, WRITE),
+    (uploads.finish_upload, WRITE),
+    (uploads.cancel_upload, WRITE),
+    (blobs.get_blob, READ),
+    (blobs.delete_blob, DELETE),
+    (referrers.list_referrers, READ),
+):
+    mark(_action)(_handler)
 
 # Any characters here: the registry layer validates names, so a bad one is NAME_INVALID, not a 404.
 NAME = "{name:.+}"

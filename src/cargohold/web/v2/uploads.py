@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ...auth.scopes import READ
 from ...oci.errors import DigestInvalid
-from .common import body_stream, content_length, content_range, name, registry, upload_range
+from .common import access, body_stream, content_length, content_range, name, registry, upload_range
 
 
 def _session_headers(repository: str, upload_id: str, size: int) -> dict[str, str]:
@@ -28,7 +29,7 @@ async def start_upload(request: web.Request) -> web.Response:
     reg, repository = registry(request), name(request)
     query = request.query
     mount, source = query.get("mount"), query.get("from")
-    if mount and source:
+    if mount and source and access(request).may(source, READ):
         mounted = await reg.blobs.mount(repository, source, mount)
         if mounted is not None:
             return _created(repository, mounted.digest)

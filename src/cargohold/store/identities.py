@@ -1,0 +1,378 @@
+"""Access-control metadata: users, robots, scope maps, refresh tokens, login failures and audit events.
+
+The SQL of the ``auth`` layer, kept beside the registry's (``metadata.py``)
+on the same engine; every write bumps the shared generation so that cached
+identities in every worker are dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from .db import READONLY
+from .schema import audit_events, login_failures, refresh_tokens, robots, scope_maps, users
+
+
+class AlreadyExists(Exception):
+    pass
+
+
+class InUse(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    name: str
+    password_hash: str
+    admin: bool
+    scope_maps: list[str]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class RobotRecord:
+    name: str
+    scope_maps: list[str]
+    expires_at: datetime | None
+    created_by: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ScopeMapRecord:
+    name: str
+    description: str
+    rules: list[dict[str, Any]]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class RefreshRecord:
+    id: str
+    principal: str
+    expires_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    id: int
+    at: datetime
+    actor: str
+    client: str
+    action: str
+    target: str
+    outcome: str
+    detail: dict[str, Any] | None
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def aware(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; everything here is UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+class IdentityStore:
+    def __init__(self, engine: AsyncEngine, on_change: Callable[[], None] = lambda: None) -> None:
+        self.engine = engine
+        self._read_engine = engine.execution_options(**{READONLY: True})
+        self._on_change = on_change
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        async with self._read_engine.connect() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _write(self, *, changes_identities: bool = True) -> AsyncIterator[AsyncConnection]:
+        async with self.engine.begin() as conn:
+            yield conn
+        if changes_identities:
+            self._on_change()
+
+    # ---- users ---------------------------------------------------------------------------------
+
+    async def create_user(self, name: str, password_hash: str, admin: bool, maps: list[str]) -> UserRecord:
+        created = now()
+        try:
+            async with self._write() as conn:
+                await self._check_name_free(conn, name)
+                await self._check_maps_exist(conn, maps)
+                await conn.execute(
+                    insert(users).values(
+                        name=name, password_hash=password_hash, admin=admin, scope_maps=json.dumps(maps), created_at=created
+                    )
+                )
+        except IntegrityError:
+            raise AlreadyExists(f"{name!r} already exists") from None
+        return UserRecord(name, password_hash, admin, maps, created)
+
+    async def get_user(self, name: str) -> UserRecord | None:
+        async with self._read() as conn:
+            row = (await conn.execute(select(users).where(users.c.name == name))).first()
+        return _user(row) if row else None
+
+    async def list_users(self) -> list[UserRecord]:
+        async with self._read() as conn:
+            return [_user(r) for r in await conn.execute(select(users).order_by(users.c.name))]
+
+    async def update_user(
+        self, name: str, *, password_hash: str | None = None, admin: bool | None = None, maps: list[str] | None = None
+    ) -> UserRecord | None:
+        values: dict[str, Any] = {}
+        if password_hash is not None:
+            values["password_hash"] = password_hash
+        if admin is not None:
+            values["admin"] = admin
+        if maps is not None:
+            values["scope_maps"] = json.dumps(maps)
+        async with self._write() as conn:
+            if maps is not None:
+                await self._check_maps_exist(conn, maps)
+            if values:
+                await conn.execute(update(users).where(users.c.name == name).values(**values))
+            row = (await conn.execute(select(users).where(users.c.name == name))).first()
+        return _user(row) if row else None
+
+    async def delete_user(self, name: str) -> bool:
+        async with self._write() as conn:
+            result = await conn.execute(delete(users).where(users.c.name == name))
+            await conn.execute(
+                update(refresh_tokens)
+                .where(refresh_tokens.c.principal == name, refresh_tokens.c.revoked_at.is_(None))
+                .values(revoked_at=now())
+            )
+            return result.rowcount > 0
+
+    async def count_admins(self) -> int:
+        async with self._read() as conn:
+            return (await conn.execute(select(func.count()).select_from(users).where(users.c.admin.is_(True)))).scalar_one()
+
+    # ---- robots --------------------------------------------------------------------------------
+
+    async def create_robot(
+        self, name: str, token_hash: str, maps: list[str], expires_at: datetime | None, created_by: str
+    ) -> RobotRecord:
+        created = now()
+        try:
+            async with self._write() as conn:
+                await self._check_name_free(conn, name)
+                await self._check_maps_exist(conn, maps)
+                await conn.execute(
+                    insert(robots).values(
+                        name=name,
+                        token_hash=token_hash,
+                        scope_maps=json.dumps(maps),
+                        expires_at=expires_at,
+                        created_by=created_by,
+                        created_at=created,
+                    )
+                )
+        except IntegrityError:
+            raise AlreadyExists(f"{name!r} already exists") from None
+        return RobotRecord(name, maps, expires_at, created_by, created)
+
+    async def robot_by_token(self, token_hash: str) -> RobotRecord | None:
+        async with self._read() as conn:
+            row = (await conn.execute(select(robots).where(robots.c.token_hash == token_hash))).first()
+        return _robot(row) if row else None
+
+    async def get_robot(self, name: str) -> RobotRecord | None:
+        async with self._read() as conn:
+            row = (await conn.execute(select(robots).where(robots.c.name == name))).first()
+        return _robot(row) if row else None
+
+    async def list_robots(self) -> list[RobotRecord]:
+        async with self._read() as conn:
+            return [_robot(r) for r in await conn.execute(select(robots).order_by(robots.c.name))]
+
+    async def delete_robot(self, name: str) -> bool:
+        async with self._write() as conn:
+            result = await conn.execute(delete(robots).where(robots.c.name == name))
+            await conn.execute(
+                update(refresh_tokens)
+                .where(refresh_tokens.c.principal == name, refresh_tokens.c.revoked_at.is_(None))
+                .values(revoked_at=now())
+            )
+            return result.rowcount > 0
+
+    # ---- scope maps ----------------------------------------------------------------------------
+
+    async def create_scope_map(self, name: str, description: str, rules: list[dict[str, Any]]) -> ScopeMapRecord:
+        created = now()
+        try:
+            async with self._write() as conn:
+                await conn.execute(
+                    insert(scope_maps).values(name=name, description=description, rules=json.dumps(rules), created_at=created)
+                )
+        except IntegrityError:
+            raise AlreadyExists(f"scope map {name!r} already exists") from None
+        return ScopeMapRecord(name, description, rules, created)
+
+    async def get_scope_map(self, name: str) -> ScopeMapRecord | None:
+        async with self._read() as conn:
+            row = (await conn.execute(select(scope_maps).where(scope_maps.c.name == name))).first()
+        return _scope_map(row) if row else None
+
+    async def list_scope_maps(self) -> list[ScopeMapRecord]:
+        async with self._read() as conn:
+            return [_scope_map(r) for r in await conn.execute(select(scope_maps).order_by(scope_maps.c.name))]
+
+    async def scope_maps_named(self, names: list[str]) -> list[ScopeMapRecord]:
+        if not names:
+            return []
+        async with self._read() as conn:
+            rows = await conn.execute(select(scope_maps).where(scope_maps.c.name.in_(names)))
+            return [_scope_map(r) for r in rows]
+
+    async def delete_scope_map(self, name: str) -> bool:
+        async with self._write() as conn:
+            users_using = [r.name for r in await conn.execute(select(users.c.name, users.c.scope_maps)) if name in json.loads(r.scope_maps)]
+            robots_using = [r.name for r in await conn.execute(select(robots.c.name, robots.c.scope_maps)) if name in json.loads(r.scope_maps)]
+            if users_using or robots_using:
+                raise InUse(f"scope map {name!r} is used by {', '.join(users_using + robots_using)}")
+            result = await conn.execute(delete(scope_maps).where(scope_maps.c.name == name))
+            return result.rowcount > 0
+
+    # ---- refresh tokens ------------------------------------------------------------------------
+
+    async def add_refresh_token(self, token_id: str, token_hash: str, principal: str, expires_at: datetime) -> None:
+        async with self._write(changes_identities=False) as conn:
+            await conn.execute(
+                insert(refresh_tokens).values(
+                    id=token_id, token_hash=token_hash, principal=principal, expires_at=expires_at, created_at=now()
+                )
+            )
+
+    async def refresh_token(self, token_hash: str) -> RefreshRecord | None:
+        async with self._read() as conn:
+            row = (await conn.execute(select(refresh_tokens).where(refresh_tokens.c.token_hash == token_hash))).first()
+        if row is None:
+            return None
+        return RefreshRecord(row.id, row.principal, aware(row.expires_at), aware(row.revoked_at))  # type: ignore[arg-type]
+
+    async def list_refresh_tokens(self, principal: str | None = None) -> list[RefreshRecord]:
+        query = select(refresh_tokens).order_by(refresh_tokens.c.created_at)
+        if principal is not None:
+            query = query.where(refresh_tokens.c.principal == principal)
+        async with self._read() as conn:
+            return [
+                RefreshRecord(r.id, r.principal, aware(r.expires_at), aware(r.revoked_at))  # type: ignore[arg-type]
+                for r in await conn.execute(query)
+            ]
+
+    async def revoke_refresh_token(self, token_id: str) -> bool:
+        async with self._write(changes_identities=False) as conn:
+            result = await conn.execute(
+                update(refresh_tokens)
+                .where(refresh_tokens.c.id == token_id, refresh_tokens.c.revoked_at.is_(None))
+                .values(revoked_at=now())
+            )
+            return result.rowcount > 0
+
+    # ---- login failures and audit ----------------------------------------------------------------
+
+    async def record_login_failure(self, client: str, username: str) -> None:
+        async with self._write(changes_identities=False) as conn:
+            await conn.execute(insert(login_failures).values(at=now(), client=client, username=username[:255]))
+            # Keep the table small: failures older than a day no longer throttle anyone.
+            await conn.execute(delete(login_failures).where(login_failures.c.at < now() - timedelta(days=1)))
+
+    async def recent_failures(self, client: str, username: str, since: datetime) -> tuple[int, int]:
+        """Failures since ``since`` from this client, and against this username."""
+        async with self._read() as conn:
+            by_client = (
+                await conn.execute(
+                    select(func.count()).select_from(login_failures).where(login_failures.c.client == client, login_failures.c.at >= since)
+                )
+            ).scalar_one()
+            by_user = (
+                await conn.execute(
+                    select(func.count())
+                    .select_from(login_failures)
+                    .where(login_failures.c.username == username, login_failures.c.at >= since)
+                )
+            ).scalar_one()
+        return by_client, by_user
+
+    async def audit(self, actor: str, client: str, action: str, target: str, outcome: str, detail: dict[str, Any] | None) -> None:
+        async with self._write(changes_identities=False) as conn:
+            await conn.execute(
+                insert(audit_events).values(
+                    at=now(),
+                    actor=actor[:255],
+                    client=client[:64],
+                    action=action,
+                    target=target[:512],
+                    outcome=outcome,
+                    detail=json.dumps(detail) if detail else None,
+                )
+            )
+
+    async def audit_events(
+        self, limit: int, before_id: int | None = None, actor: str | None = None, action: str | None = None
+    ) -> list[AuditRecord]:
+        query = select(audit_events).order_by(audit_events.c.id.desc()).limit(limit)
+        if before_id is not None:
+            query = query.where(audit_events.c.id < before_id)
+        if actor is not None:
+            query = query.where(audit_events.c.actor == actor)
+        if action is not None:
+            query = query.where(audit_events.c.action == action)
+        async with self._read() as conn:
+            return [
+                AuditRecord(
+                    r.id, aware(r.at), r.actor, r.client, r.action, r.target, r.outcome,  # type: ignore[arg-type]
+                    json.loads(r.detail) if r.detail else None,
+                )
+                for r in await conn.execute(query)
+            ]
+
+    # ---- helpers -------------------------------------------------------------------------------
+
+    @staticmethod
+    async def _check_name_free(conn: AsyncConnection, name: str) -> None:
+        """Users and robots share one namespace: a Basic-auth username names exactly one of them."""
+        taken = (
+            await conn.execute(
+                select(users.c.name).where(users.c.name == name).union_all(select(robots.c.name).where(robots.c.name == name))
+            )
+        ).first()
+        if taken:
+            raise AlreadyExists(f"{name!r} already exists")
+
+    @staticmethod
+    async def _check_maps_exist(conn: AsyncConnection, maps: list[str]) -> None:
+        if not maps:
+            return
+        found = set((await conn.execute(select(scope_maps.c.name).where(scope_maps.c.name.in_(maps)))).scalars())
+        missing = sorted(set(maps) - found)
+        if missing:
+            raise LookupError(f"unknown scope map(s): {', '.join(missing)}")
+
+
+def _user(row: Any) -> UserRecord:
+    return UserRecord(row.name, row.password_hash, bool(row.admin), json.loads(row.scope_maps), aware(row.created_at))  # type: ignore[arg-type]
+
+
+def _robot(row: Any) -> RobotRecord:
+    return RobotRecord(row.name, json.loads(row.scope_maps), aware(row.expires_at), row.created_by, aware(row.created_at))  # type: ignore[arg-type]
+
+
+def _scope_map(row: Any) -> ScopeMapRecord:
+    return ScopeMapRecord(row.name, row.description, json.loads(row.rules), aware(row.created_at))  # type: ignore[arg-type]

@@ -1,0 +1,168 @@
+"""Authentication and authorization of every request, before any handler runs.
+
+/v2 follows the Docker token flow: no or insufficient credentials get 401
+with a ``WWW-Authenticate: Bearer realm=…,service=…,scope=…`` challenge; an
+authenticated caller without the right gets 403 ``DENIED``. Basic auth and
+robot tokens are accepted directly too. The client allow-list is checked
+first, for every path.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from ..auth.errors import AccessDenied, AuthenticationRequired, InsufficientScope, InvalidToken
+from ..auth.scopes import ACTION_TO_DOCKER, METADATA, READ
+from ..auth.service import AuthService
+from ..config import Settings
+from ..oci.errors import Denied, RegistryError
+from .access import UNRESTRICTED, Access
+from .errors import error_response_for
+from .keys import AUTH, SETTINGS
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ACTION = "cargohold_action"  # route attribute: the action a /v2 handler needs on its repository
+
+
+def client_address(request: web.Request) -> str:
+    return request.remote or "-"
+
+
+def parse_authorization(header: str | None) -> tuple[str, str, str] | None:
+    """("basic", user, password) or ("bearer", token, "") from an Authorization header."""
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    scheme, value = scheme.lower(), value.strip()
+    if scheme == "basic":
+        try:
+            decoded = base64.b64decode(value, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        user, sep, password = decoded.partition(":")
+        return ("basic", user, password) if sep else None
+    if scheme == "bearer" and value:
+        return ("bearer", value, "")
+    return None
+
+
+async def resolve_access(request: web.Request, auth: AuthService) -> Access:
+    """Who is calling: raises for bad credentials; anonymous when none are given."""
+    parsed = parse_authorization(request.headers.get("Authorization"))
+    client = client_address(request)
+    if parsed is None:
+        if request.headers.get("Authorization"):
+            raise AuthenticationRequired("malformed Authorization header")
+        return Access(await auth.anonymous())
+    kind, first, second = parsed
+    if kind == "basic":
+        return Access(await auth.authenticate(first, second, client))
+    if first.count(".") == 2:
+        return Access(None, auth.verify_access_token(first))
+    return Access(await auth.authenticate_robot_token(first, client))
+
+
+def realm(request: web.Request, settings: Settings) -> str:
+    return settings.auth_realm or f"{request.scheme}://{request.host}/token"
+
+
+def challenge(request: web.Request, settings: Settings, scope: str | None, error: str | None = None) -> str:
+    parts = [f'realm="{realm(request, settings)}"', f'service="{settings.auth_service}"']
+    if scope:
+        parts.append(f'scope="{scope}"')
+    if error:
+        parts.append(f'error="{error}"')
+    return "Bearer " + ",".join(parts)
+
+
+def _docker_scope(repository: str, action: str, method: str) -> str:
+    docker = ACTION_TO_DOCKER.get(action, "pull")
+    if docker == "push":
+        return f"repository:{repository}:pull,push"
+    return f"repository:{repository}:{docker}"
+
+
+def _unauthorized(request: web.Request, settings: Settings, exc: RegistryError, scope: str | None, error: str | None) -> web.Response:
+    response = error_response_for(request, exc)
+    response.headers["WWW-Authenticate"] = challenge(request, settings, scope, error)
+    return response
+
+
+def allow_list(networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> Callable[..., Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            address = ipaddress.ip_address((request.remote or "").split("%", 1)[0])
+        except ValueError:
+            address = None
+        if address is None or not any(address in net for net in networks):
+            return error_response_for(request, Denied("this client address is not allowed to use the registry"))
+        return await handler(request)
+
+    return middleware
+
+
+@web.middleware
+async def v2_auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Decide /v2 access; other paths resolve their caller themselves (token service, management API)."""
+    if not request.path.startswith("/v2"):
+        return await handler(request)
+    settings = request.app[SETTINGS]
+    auth = request.app[AUTH]
+    route = request.match_info.route
+    action: str | None = getattr(route.handler, ACTION, None) if route is not None else None
+    repository = request.match_info.get("name")
+    scope = _docker_scope(repository, action, request.method) if repository and action else None
+    try:
+        access = await resolve_access(request, auth)
+    except InvalidToken as exc:
+        return _unauthorized(request, settings, exc, scope, "invalid_token")
+    except AuthenticationRequired as exc:
+        return _unauthorized(request, settings, exc, scope, None)
+    except RegistryError as exc:
+        response = error_response_for(request, exc)
+        if response.status == 401:
+            response.headers["WWW-Authenticate"] = challenge(request, settings, scope)
+        return response
+    request["access"] = access
+    if repository and action:
+        if not access.may(repository, action) and not (action == METADATA and access.may(repository, READ)):
+            return await _refuse(request, settings, access, auth, repository, action, scope)
+    elif not access.authenticated:
+        # The version check and the catalog need an identity; a 401 here starts the token flow.
+        return _unauthorized(request, settings, AuthenticationRequired(), scope, None)
+    return await handler(request)
+
+
+async def _refuse(
+    request: web.Request, settings: Settings, access: Access, auth: AuthService, repository: str, action: str, scope: str | None
+) -> web.Response:
+    if not access.authenticated:
+        return _unauthorized(request, settings, AuthenticationRequired(), scope, None)
+    if access.claims is not None:
+        # The token lacks the action; if its holder has the right, the client should get a wider token.
+        holder = await auth.principal_named(access.subject)
+        if holder is not None and holder.may(repository, action):
+            return _unauthorized(request, settings, InsufficientScope(), scope, "insufficient_scope")
+    return error_response_for(
+        request, AccessDenied(f"{access.subject} may not {action.split('/')[-1]} {repository}")
+    )
+
+
+async def no_auth(request: web.Request) -> Access:
+    return UNRESTRICTED
+
+
+def mark(action: str) -> Callable[[Handler], Handler]:
+    """Declare the action a /v2 handler needs on the repository in its path."""
+
+    def decorate(handler: Handler) -> Handler:
+        setattr(handler, ACTION, action)
+        return handler
+
+    return decorate
