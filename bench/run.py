@@ -5,9 +5,11 @@ Both servers are started fresh in a temporary directory and driven by the same
 clients: curl streaming from a file for pushes, an in-process socket client
 that discards into one reusable buffer for blob GETs, wrk for manifests. A bare
 ``os.sendfile`` server (``bench/sendfile_server.py``) goes through the same blob
-GETs as the machine's ceiling. Figures are printed as a table with the ratio
-cargohold/docker-registry, the target and PASS/MISS, and written as JSON to
-``bench/results/latest.json``. Every server is stopped and the temporary
+GETs as the machine's ceiling. A second cargohold with auth on serves the same
+manifest to the same wrk run with a Bearer token (and with Basic credentials,
+for reference), so the cost of authorization shows as a ratio auth-on/auth-off.
+Figures are printed as tables with the ratios, the targets and PASS/MISS, and
+written as JSON to ``bench/results/latest.json``. Every server is stopped and the temporary
 directory (generated blobs included) removed at the end, whatever happens.
 
 Usage: ``.venv/bin/python bench/run.py [--blob-mib 512] [--duration 10] [--quick]``
@@ -17,6 +19,7 @@ Usage: ``.venv/bin/python bench/run.py [--blob-mib 512] [--duration 10] [--quick
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import json
 import os
@@ -59,6 +62,8 @@ CURL_OUT = "%{http_code} %{size_download} %{size_upload} %{time_total}"
 PARALLEL = 4
 SEQUENTIAL = 4
 CEILING = "bare sendfile server"
+AUTH_ON = "cargohold, auth on"
+BENCH_REPO = "bench/manifest"
 
 
 # ---------------------------------------------------------------- servers under test
@@ -384,6 +389,24 @@ def make_manifest(target: Target, repo: str, tag: str) -> tuple[str, int]:
     return digest, len(manifest)
 
 
+def basic_authorization(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def bearer_token(target: Target, repo: str, basic: str) -> str:
+    """A pull token for ``repo`` from the Docker token service, as a client gets one after a 401 challenge."""
+    r = target.http.get(
+        f"{target.url}/token", params={"service": "cargohold", "scope": f"repository:{repo}:pull"},
+        headers={"Authorization": basic}, timeout=10,
+    )
+    if r.status_code != 200:
+        raise BenchError(f"{target.label}: GET /token gave HTTP {r.status_code}: {r.text[:200]}")
+    body = r.json()
+    if "pull" not in body.get("scope", "") or not body.get("token"):
+        raise BenchError(f"{target.label}: the token service did not grant pull on {repo}: {body.get('scope')!r}")
+    return str(body["token"])
+
+
 # ---------------------------------------------------------------- measurements
 
 
@@ -467,12 +490,24 @@ def _ms(value: str, unit: str) -> float:
     return float(value) * _UNIT[unit]
 
 
-def measure_manifests(target: Target, repo: str, tag: str, size: int, duration: float, connections: int) -> dict[str, Any]:
+def measure_manifests(
+    target: Target, repo: str, tag: str, size: int, duration: float, connections: int, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
     url = f"{target.url}/v2/{repo}/manifests/{tag}"
-    base = [WRK, "--latency", "--timeout", "10s", "-H", f"Accept: {OCI_MANIFEST}"]
-    # Warm-up (fills cargohold's per-worker manifest cache, opens Distribution's files once): not measured.
-    subprocess.run([*base, "-t1", "-c4", "-d1s", url], capture_output=True, timeout=30, check=True)
+    extra = {"Accept": OCI_MANIFEST, **(headers or {})}
+    # Check the request wrk will repeat once, so a refused credential is an error here and not a fast stream of 401s.
+    with requests.Session() as http:  # only the headers wrk will send, none of the setup's credentials
+        http.trust_env = False
+        r = http.get(url, headers=extra, timeout=10)
+    if r.status_code != 200 or len(r.content) != size:
+        raise BenchError(f"{target.label}: manifest GET with {sorted(extra)} gave HTTP {r.status_code}: {r.text[:200]}")
+    base = [WRK, "--latency", "--timeout", "10s", *(arg for k, v in extra.items() for arg in ("-H", f"{k}: {v}"))]
+    # Warm-up, not measured: fills cargohold's per-worker caches (manifests; with auth on, checked credentials),
+    # opens Distribution's files once. As many connections as the measured run, so that every worker gets some:
+    # with 4, SO_REUSEPORT can hand them all to one worker, and the other one's first burst of Basic-auth requests
+    # then runs one argon2 check per request, stalling it for 1-2 s inside the measurement (p99 1.1 s seen).
     threads = min(connections, max(1, os.cpu_count() or 1))
+    subprocess.run([*base, f"-t{threads}", f"-c{connections}", "-d2s", url], capture_output=True, timeout=30, check=True)
     with CpuMeter(target) as cpu:
         out = subprocess.run(
             [*base, f"-t{threads}", f"-c{connections}", f"-d{duration:.0f}s", url],
@@ -582,6 +617,22 @@ def build_rows(r: dict[str, Any], args: argparse.Namespace) -> list[Row]:
     return rows
 
 
+def build_auth_rows(off: dict[str, Any], on: dict[str, Any], args: argparse.Namespace) -> list[Row]:
+    """Auth on (``cargohold`` column) against auth off (``registry`` column): the same manifest, the same wrk run."""
+    bearer, basic = on["manifest_bearer"], on["manifest_basic"]
+    ratio = bearer["req_per_s"] / off["req_per_s"] if off["req_per_s"] else 0.0
+    ok = ratio >= 0.80 and bearer["errors"] == 0
+    return [
+        Row(f"manifest GET by tag, Bearer token, {args.connections} conns, {args.duration:.0f} s", "req/s",
+            bearer["req_per_s"], off["req_per_s"], "ratio ≥ 0.80", ok),
+        Row("  p99 latency, Bearer token", "ms", bearer["p99_ms"], off["p99_ms"], "", None),
+        Row("  server CPU per request, Bearer token", "CPU-µs", bearer["cpu_us_per_request"], off["cpu_us_per_request"], "", None),
+        Row("manifest GET by tag, Basic credentials (reference)", "req/s", basic["req_per_s"], off["req_per_s"], "", None),
+        Row("  p99 latency, Basic credentials", "ms", basic["p99_ms"], off["p99_ms"], "", None),
+        Row("  server CPU per request, Basic credentials", "CPU-µs", basic["cpu_us_per_request"], off["cpu_us_per_request"], "", None),
+    ]
+
+
 def reference_cpu(reference: dict[str, Any]) -> float:
     gets = reference.values()
     return sum(g["cpu_s"] for g in gets) / (sum(g["bytes"] for g in gets) / GB)
@@ -595,8 +646,11 @@ def fmt(value: float) -> str:
     return f"{value:.3f}" if value < 1 else f"{value:.2f}"
 
 
-def print_table(rows: list[Row]) -> None:
-    header = ("figure", "unit", "cargohold", "docker-registry", "ch/dr", "target", "result")
+MAIN_HEADER = ("figure", "unit", "cargohold", "docker-registry", "ch/dr", "target", "result")
+AUTH_HEADER = ("figure", "unit", "auth on", "auth off", "on/off", "target", "result")
+
+
+def print_table(rows: list[Row], header: tuple[str, ...] = MAIN_HEADER) -> None:
     table = [header] + [
         (r.figure, r.unit, fmt(r.cargohold), fmt(r.registry), f"{r.ratio:.2f}×", r.target,
          "-" if r.verdict is None else ("PASS" if r.verdict else "MISS"))
@@ -735,6 +789,7 @@ def main(argv: list[str] | None = None) -> int:
     size = args.blob_mib * MiB
     tmp = Path(tempfile.mkdtemp(prefix="cargohold-bench-"))
     cargohold: Server | None = None
+    cargohold_auth: Server | None = None
     registry: DockerRegistry | None = None
     ceiling_proc: subprocess.Popen[str] | None = None
     started = time.monotonic()
@@ -745,11 +800,16 @@ def main(argv: list[str] | None = None) -> int:
         log(f"generating {PARALLEL} random blobs of {args.blob_mib} MiB in {tmp}")
         blobs = make_blobs(tmp, PARALLEL, size)
 
-        log("starting cargohold and docker-registry")
+        log("starting cargohold, cargohold with auth on, and docker-registry")
         cargohold = Server(data_dir=tmp / "cargohold" / "data", workers=args.workers).start()
+        cargohold_auth = Server(data_dir=tmp / "cargohold-auth" / "data", workers=args.workers, auth=True).start()
         registry = DockerRegistry(root=tmp / "docker-registry").start()
-        assert cargohold.proc is not None and registry.proc is not None
+        assert cargohold.proc is not None and cargohold_auth.proc is not None and registry.proc is not None
         wait_listening(Target("cargohold", cargohold.url, cargohold.proc.pid, True), cargohold.port, args.workers)
+        auth_target = Target(AUTH_ON, cargohold_auth.url, cargohold_auth.proc.pid, monolithic_post=True)
+        wait_listening(auth_target, cargohold_auth.port, args.workers)
+        basic = basic_authorization("admin", cargohold_auth.admin_password)
+        auth_target.http.headers["Authorization"] = basic  # setup requests (pushes) only; wrk gets its own header
         targets = [
             Target("cargohold", cargohold.url, cargohold.proc.pid, monolithic_post=True),
             Target("docker-registry", registry.url, registry.proc.pid, monolithic_post=False),
@@ -764,12 +824,21 @@ def main(argv: list[str] | None = None) -> int:
         if ceiling_proc.stdout.readline().strip() != "ready":
             raise BenchError("the bare sendfile server did not start")
         ceiling = Target(CEILING, f"http://127.0.0.1:{ceiling_port}", ceiling_proc.pid, monolithic_post=False)
-        noise = Noise([*targets, ceiling])
+        noise = Noise([*targets, auth_target, ceiling])
 
         for t in targets:
-            digest, msize = make_manifest(t, "bench/manifest", "latest")
+            digest, msize = make_manifest(t, BENCH_REPO, "latest")
             results[t.label]["manifest_digest"] = digest
-        log(f"manifest pushed to both ({msize} bytes)")
+        auth_results: dict[str, Any] = {}
+        auth_results["manifest_digest"], _ = make_manifest(auth_target, BENCH_REPO, "latest")
+        if auth_results["manifest_digest"] != results["cargohold"]["manifest_digest"]:
+            raise BenchError("the auth-on server got a different manifest than the auth-off one")
+        with requests.Session() as http:
+            http.trust_env = False
+            anonymous = http.get(f"{auth_target.url}/v2/{BENCH_REPO}/manifests/latest", timeout=10)
+        if anonymous.status_code != 401:
+            raise BenchError(f"{AUTH_ON}: an anonymous manifest GET gave HTTP {anonymous.status_code}, not 401: is auth on?")
+        log(f"manifest pushed to all three ({msize} bytes)")
 
         # Each step runs on both servers back to back, so both see the same machine state.
         for t in targets:
@@ -797,7 +866,20 @@ def main(argv: list[str] | None = None) -> int:
         for t in targets:
             log(f"{t.label}: manifest GET by tag, {args.connections} connections, {args.duration:.0f} s")
             with noise.step(f"{t.label}: manifest GETs"):
-                results[t.label]["manifest"] = measure_manifests(t, "bench/manifest", "latest", msize, args.duration, args.connections)
+                results[t.label]["manifest"] = measure_manifests(t, BENCH_REPO, "latest", msize, args.duration, args.connections)
+            if t.label != "cargohold":
+                continue
+            # Right after cargohold with auth off, on the same machine state: the same wrk run with credentials.
+            # The token is fetched now, well inside its lifetime (auth_token_ttl_seconds, 300 s by default).
+            token = bearer_token(auth_target, BENCH_REPO, basic)
+            for kind, header in (("bearer", f"Bearer {token}"), ("basic", basic)):
+                log(f"{AUTH_ON}: manifest GET by tag with {kind.capitalize()} auth, {args.connections} connections, "
+                    f"{args.duration:.0f} s")
+                with noise.step(f"{AUTH_ON}: manifest GETs, {kind}"):
+                    auth_results[f"manifest_{kind}"] = measure_manifests(
+                        auth_target, BENCH_REPO, "latest", msize, args.duration, args.connections, headers={"Authorization": header}
+                    )
+        cargohold_auth.stop()  # not needed for the rest: the blob and memory figures are auth-off
         for t in targets:
             log(f"{t.label}: peak RSS over {PARALLEL} parallel pushes then {PARALLEL} parallel pulls")
             with noise.step(f"{t.label}: memory phase"):
@@ -805,6 +887,7 @@ def main(argv: list[str] | None = None) -> int:
 
         busy_after = machine_busy()  # both servers idle now: whatever runs is someone else
         rows = build_rows(results, args)
+        auth_rows = build_auth_rows(results["cargohold"]["manifest"], auth_results, args)
         print()
         print(f"cargohold ({args.workers} workers) vs docker-registry, {args.blob_mib} MiB blobs, on 127.0.0.1, "
               f"{os.cpu_count()} CPUs; MB = 10^6 bytes, GB = 10^9 bytes")
@@ -816,8 +899,13 @@ def main(argv: list[str] | None = None) -> int:
               f"docker-registry {results['docker-registry']['get_sequential']['mb_per_s'] / seq:.0%} / "
               f"{results['docker-registry']['get_parallel']['mb_per_s'] / par:.0%}")
         print()
-        misses = [r.figure for r in rows if r.verdict is False]
-        print(f"{sum(r.verdict is True for r in rows)} PASS, {len(misses)} MISS" + (" (quick run: sizes too small to judge)" if args.quick else ""))
+        print(f"cargohold with auth on (a second server, {args.workers} workers, same manifest, wrk sending an Authorization "
+              f"header) vs the auth-off cargohold above; the token is a pull token from GET /token")
+        print_table(auth_rows, AUTH_HEADER)
+        print()
+        judged = [*rows, *auth_rows]
+        misses = [r.figure for r in judged if r.verdict is False]
+        print(f"{sum(r.verdict is True for r in judged)} PASS, {len(misses)} MISS" + (" (quick run: sizes too small to judge)" if args.quick else ""))
         noisy = [st for st in noise.steps if st["foreign_cpu_percent"] > 10]
         print(f"other activity on the machine: {noise.overall():.1f}% of its CPU capacity during the measurements "
               f"(CPU {busy_before:.0f}% busy just before the run, {busy_after:.0f}% just after it with the servers idle)")
@@ -825,10 +913,11 @@ def main(argv: list[str] | None = None) -> int:
             print("warning: the machine was not idle; other processes competed for the CPUs and these figures are noisy"
                   + "".join(f"\n  {st['step']}: {st['foreign_cpu_percent']:.0f}% of the CPUs went to others" for st in noisy[:8])
                   + (f"\n  … and {len(noisy) - 8} more steps (see the JSON)" if len(noisy) > 8 else ""))
-        for label in results:
-            errs = results[label]["manifest"]["errors"]
-            if errs:
-                print(f"warning: {label} answered {errs} manifest requests with errors or socket failures")
+        manifest_runs = [(label, results[label]["manifest"]) for label in results]
+        manifest_runs += [(f"{AUTH_ON} ({kind})", auth_results[f"manifest_{kind}"]) for kind in ("bearer", "basic")]
+        for label, run in manifest_runs:
+            if run["errors"]:
+                print(f"warning: {label} answered {run['errors']} manifest requests with errors or socket failures")
 
         args.output.parent.mkdir(parents=True, exist_ok=True)
         payload = {
@@ -849,23 +938,29 @@ def main(argv: list[str] | None = None) -> int:
                  "ratio": r.ratio, "target": r.target, "result": None if r.verdict is None else ("PASS" if r.verdict else "MISS")}
                 for r in rows
             ],
+            "auth_figures": [
+                {"figure": r.figure, "unit": r.unit, "auth_on": r.cargohold, "auth_off": r.registry, "ratio": r.ratio,
+                 "target": r.target, "result": None if r.verdict is None else ("PASS" if r.verdict else "MISS")}
+                for r in auth_rows
+            ],
             "reference_sendfile_server": reference,
             "other_activity": {"overall_cpu_percent": noise.overall(), "steps": noise.steps},
-            "raw": results,
+            "raw": {**results, AUTH_ON: auth_results},
         }
         args.output.write_text(json.dumps(payload, indent=2) + "\n")
         log(f"results written to {args.output} ({time.monotonic() - started:.0f} s in all)")
         return 0
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
-        if cargohold is not None and cargohold.log().strip():
-            print(f"--- cargohold log (last lines) ---\n{cargohold.log()[-3000:]}", file=sys.stderr)
+        for label, server in (("cargohold", cargohold), (AUTH_ON, cargohold_auth)):
+            if server is not None and server.log().strip():
+                print(f"--- {label} log (last lines) ---\n{server.log()[-3000:]}", file=sys.stderr)
         return 1
     finally:
         if ceiling_proc is not None and ceiling_proc.poll() is None:
             ceiling_proc.kill()
             ceiling_proc.wait()
-        for server in (cargohold, registry):
+        for server in (cargohold, cargohold_auth, registry):
             if server is not None:
                 try:
                     server.stop()

@@ -2,7 +2,7 @@
 # Install the Debian tools the tests and benchmarks drive, only those missing.
 set -euo pipefail
 declare -A pkg_of=(
-  [skopeo]=skopeo [umoci]=umoci [docker-registry]=docker-registry [htpasswd]=apache2-utils [wrk]=wrk
+  [skopeo]=skopeo [umoci]=umoci [docker-registry]=docker-registry [htpasswd]=apache2-utils [wrk]=wrk [buildah]=buildah
 )
 missing=()
 for cmd in "${!pkg_of[@]}"; do

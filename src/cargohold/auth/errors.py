@@ -35,3 +35,10 @@ class LoginThrottled(TooManyRequests):
     def __init__(self, retry_after: int, message: str | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+# ---- management failures (bad input to the /api/v1 operations; web/ maps them to 422) ------------
+
+
+class InvalidName(ValueError):
+    """A user, robot or scope-map name outside the grammar, or one that is reserved."""

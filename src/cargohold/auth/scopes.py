@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from ..oci.names import is_valid_name
+
 READ = "content/read"
 WRITE = "content/write"
 DELETE = "content/delete"
@@ -24,6 +26,8 @@ ACTION_TO_DOCKER = {v: k for k, v in DOCKER_TO_ACTION.items()}
 
 _PATTERN = re.compile(r"\*|[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*(?:/\*)?")
 _SCOPE = re.compile(r"(repository|registry):([^:]+):([a-z*,]*)")
+# The grammar of a rule's repository pattern, anchored, for schemas (the management API's OpenAPI document).
+REPOSITORY_PATTERN = f"^(?:{_PATTERN.pattern})$"
 
 
 class InvalidRule(ValueError):
@@ -114,6 +118,8 @@ def grant(principal: Principal, requested: list[Scope]) -> list[dict[str, object
             if scope.name == "catalog" and principal.authenticated:
                 access.append({"type": "registry", "name": "catalog", "actions": ["*"]})
             continue
+        if not is_valid_name(scope.name):
+            continue  # no repository can have this name: nothing to grant
         allowed = principal.allowed_actions(scope.name)
         wanted = set(scope.actions)
         if "*" in wanted:

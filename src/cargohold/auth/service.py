@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import re
 import secrets as pysecrets
 import time
 from dataclasses import dataclass
@@ -22,15 +23,21 @@ from typing import Any
 from ..config import Settings
 from ..registry.stores import Stores
 from ..store.generation import Generation
-from ..store.identities import IdentityStore, aware
+from ..store.identities import IdentityStore, RobotRecord, ScopeMapRecord, UserRecord, aware
 from . import secrets
-from .errors import InvalidCredentials, InvalidToken, LoginThrottled
+from .errors import InvalidCredentials, InvalidName, InvalidToken, LoginThrottled
 from .keys import KeyRing
-from .scopes import ANONYMOUS, ANONYMOUS_ACTIONS, ANONYMOUS_SCOPE_MAP, Principal, Rule, Scope, grant
+from .scopes import ACTIONS, ANONYMOUS, ANONYMOUS_ACTIONS, ANONYMOUS_SCOPE_MAP, InvalidRule, Principal, Rule, Scope, grant
 from .tokens import IssuedToken, TokenService
 
 _CREDENTIAL_TTL = 60.0
 ISSUER = "cargohold"
+
+# Users, robots and scope maps. Users and robots share one namespace (a Basic-auth username names one of them).
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+# Anonymous access tokens carry ``sub: anonymous``: an identity of that name would inherit them.
+RESERVED_IDENTITY_NAMES = frozenset({ANONYMOUS.name})
 
 
 @dataclass(frozen=True)
@@ -49,13 +56,16 @@ class AuthService:
         self._seen = generation.current()
         self._principals: dict[str, Principal | None] = {}
         self._credentials: dict[str, tuple[float, Principal]] = {}
+        self._verifying: dict[str, asyncio.Future[Principal]] = {}
         self._anonymous: Principal | None = None
 
     @classmethod
     def open(cls, settings: Settings, stores: Stores) -> "AuthService":
         keyring = KeyRing(settings.data_dir / "keys", settings.auth_key_retention_seconds)
         tokens = TokenService(keyring, ISSUER, settings.auth_service, settings.auth_token_ttl_seconds)
-        return cls(settings, IdentityStore(stores.engine, stores.generation.bump), tokens, stores.generation)
+        # Identities have their own change counter: a push must not drop every worker's checked passwords.
+        generation = Generation(settings.data_dir / "auth-generation")
+        return cls(settings, IdentityStore(stores.engine, generation.bump), tokens, generation)
 
     def _fresh(self) -> None:
         current = self._generation.current()
@@ -75,11 +85,11 @@ class AuthService:
         principal: Principal | None = None
         user = await self.identities.get_user(name)
         if user is not None:
-            principal = Principal("user", user.name, user.admin, await self._rules(user.scope_maps))
+            principal = Principal("user", user.name, user.admin, await self._member_rules(user.scope_maps))
         else:
             robot = await self.identities.get_robot(name)
             if robot is not None and not _expired(robot.expires_at):
-                principal = Principal("robot", robot.name, False, await self._rules(robot.scope_maps))
+                principal = Principal("robot", robot.name, False, await self._member_rules(robot.scope_maps))
         if principal is None or principal.kind != "robot":
             self._principals[name] = principal  # robots expire: never cache them past this request
         return principal
@@ -93,6 +103,10 @@ class AuthService:
             self._anonymous = Principal("anonymous", "anonymous", False, readonly)
         return self._anonymous
 
+    async def _member_rules(self, names: list[str]) -> tuple[Rule, ...]:
+        """A user's or robot's own rules plus what anyone may do without credentials: logging in never takes rights away."""
+        return await self._rules(names) + (await self.anonymous()).rules
+
     async def _rules(self, names: list[str]) -> tuple[Rule, ...]:
         rules: list[Rule] = []
         for record in await self.identities.scope_maps_named(names):
@@ -102,12 +116,29 @@ class AuthService:
     # ---- authentication --------------------------------------------------------------------------
 
     async def authenticate(self, username: str, password: str, client: str) -> Principal:
-        """Basic credentials: a user's password, or a robot token (any username, or the robot's name)."""
+        """Basic credentials: a user's password, or a robot token (any username, or the robot's name).
+
+        One check per credentials at a time: concurrent requests with the same
+        credentials wait for the same argon2 verification instead of each
+        paying for one, and a recently verified entry is served while it is
+        re-verified in the background, so steady Basic-auth traffic never stalls.
+        """
         self._fresh()
         key = hashlib.sha256(f"{username}\0{password}".encode()).hexdigest()
         cached = self._credentials.get(key)
-        if cached is not None and cached[0] > time.monotonic():
+        now = time.monotonic()
+        if cached is not None and cached[0] > now:
             return cached[1]
+        pending = self._verifying.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._verify(key, username, password, client))
+            self._verifying[key] = pending
+            pending.add_done_callback(lambda done: (self._verifying.pop(key, None), done.cancelled() or done.exception()))
+        if cached is not None and cached[0] + _CREDENTIAL_TTL > now:
+            return cached[1]  # stale by less than a TTL: answer now, the check above refreshes it
+        return await asyncio.shield(pending)
+
+    async def _verify(self, key: str, username: str, password: str, client: str) -> Principal:
         await self._check_throttle(client, username)
         principal: Principal | None = None
         if password.startswith(secrets.ROBOT_PREFIX):
@@ -121,6 +152,7 @@ class AuthService:
             if ok and user is not None:
                 principal = await self.principal_named(user.name)
         if principal is None:
+            self._credentials.pop(key, None)
             await self.identities.record_login_failure(client, username)
             await self.audit(username or "-", client, "login", username or "-", "denied", None)
             raise InvalidCredentials()
@@ -136,7 +168,7 @@ class AuthService:
         robot = await self.identities.robot_by_token(secrets.token_hash(token))
         if robot is None or _expired(robot.expires_at):
             return None
-        return Principal("robot", robot.name, False, await self._rules(robot.scope_maps))
+        return Principal("robot", robot.name, False, await self._member_rules(robot.scope_maps))
 
     async def _check_throttle(self, client: str, username: str) -> None:
         window = self.settings.login_throttle_window_seconds
@@ -172,6 +204,122 @@ class AuthService:
             raise InvalidToken("the refresh token's owner no longer exists")
         return principal
 
+    # ---- management: the /api/v1 operations that take more than one store call --------------------
+    # Each one that changes something records who did it, from where, in the audit log; passwords,
+    # their hashes and token hashes never reach the log.
+
+    async def create_user(
+        self, name: str, password: str, admin: bool, scope_maps: list[str], *, actor: str, client: str
+    ) -> UserRecord:
+        """Raises InvalidName, WeakPassword, UnknownScopeMap or AlreadyExists."""
+        _check_identity_name(name)
+        password_hash = await asyncio.to_thread(secrets.hash_password, password)  # argon2 is deliberately slow
+        user = await self.identities.create_user(name, password_hash, admin, _unique(scope_maps))
+        await self.audit(actor, client, "user.create", name, "ok", {"admin": admin, "scope_maps": user.scope_maps})
+        return user
+
+    async def update_user(
+        self,
+        name: str,
+        *,
+        password: str | None = None,
+        admin: bool | None = None,
+        scope_maps: list[str] | None = None,
+        actor: str,
+        client: str,
+    ) -> UserRecord | None:
+        """None for an unknown user. A new password also revokes the user's refresh tokens.
+
+        Raises WeakPassword, UnknownScopeMap or LastAdmin (demoting the last admin)."""
+        if await self.identities.get_user(name) is None:
+            return None
+        password_hash = await asyncio.to_thread(secrets.hash_password, password) if password is not None else None
+        maps = _unique(scope_maps) if scope_maps is not None else None
+        user = await self.identities.update_user(name, password_hash=password_hash, admin=admin, maps=maps)
+        if user is None:
+            return None
+        detail: dict[str, Any] = {}
+        if password is not None:
+            detail["password_changed"] = True
+            detail["refresh_tokens_revoked"] = await self.identities.revoke_refresh_tokens(name)
+        if admin is not None:
+            detail["admin"] = admin
+        if maps is not None:
+            detail["scope_maps"] = maps
+        await self.audit(actor, client, "user.update", name, "ok", detail)
+        return user
+
+    async def delete_user(self, name: str, *, actor: str, client: str) -> bool:
+        """False for an unknown user; raises LastAdmin rather than delete the last admin."""
+        deleted = await self.identities.delete_user(name)
+        if deleted:
+            await self.audit(actor, client, "user.delete", name)
+        return deleted
+
+    async def create_robot(
+        self, name: str, scope_maps: list[str], expires_in_days: int | None, *, actor: str, client: str
+    ) -> tuple[RobotRecord, str]:
+        """A robot and its token (``chr_…``): the token exists only in this return value, only its hash is kept.
+
+        Raises InvalidName, UnknownScopeMap or AlreadyExists."""
+        _check_identity_name(name)
+        token = secrets.new_token(secrets.ROBOT_PREFIX)
+        expires = datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days is not None else None
+        robot = await self.identities.create_robot(name, secrets.token_hash(token), _unique(scope_maps), expires, actor)
+        await self.audit(
+            actor, client, "token.create", name, "ok",
+            {"scope_maps": robot.scope_maps, "expires_at": expires.isoformat() if expires else None},
+        )
+        return robot, token
+
+    async def delete_robot(self, name: str, *, actor: str, client: str) -> bool:
+        deleted = await self.identities.delete_robot(name)
+        if deleted:
+            await self.audit(actor, client, "token.delete", name)
+        return deleted
+
+    async def create_scope_map(
+        self, name: str, description: str, rules: list[dict[str, Any]], *, actor: str, client: str
+    ) -> ScopeMapRecord:
+        """Raises InvalidName, InvalidRule or AlreadyExists."""
+        if not _NAME.fullmatch(name):
+            raise InvalidName(f"scope map names match {NAME_PATTERN}")
+        record = await self.identities.create_scope_map(name, description, _checked_rules(name, rules))
+        await self.audit(actor, client, "scope_map.create", name, "ok", {"rules": record.rules})
+        return record
+
+    async def replace_scope_map(
+        self, name: str, description: str, rules: list[dict[str, Any]], *, actor: str, client: str
+    ) -> ScopeMapRecord | None:
+        """None for an unknown scope map; every worker sees the new rules on its next request."""
+        record = await self.identities.replace_scope_map(name, description, _checked_rules(name, rules))
+        if record is not None:
+            await self.audit(actor, client, "scope_map.update", name, "ok", {"rules": record.rules})
+        return record
+
+    async def delete_scope_map(self, name: str, *, actor: str, client: str) -> bool:
+        """False for an unknown scope map; raises InUse while a user or robot names it."""
+        deleted = await self.identities.delete_scope_map(name)
+        if deleted:
+            await self.audit(actor, client, "scope_map.delete", name)
+        return deleted
+
+    async def revoke_refresh_token(self, token_id: str, *, actor: str, client: str) -> bool:
+        """False for an unknown id; revoking a revoked token again is a no-op that still answers True."""
+        record = await self.identities.refresh_token_by_id(token_id)
+        if record is None:
+            return False
+        if await self.identities.revoke_refresh_token(token_id):
+            await self.audit(actor, client, "refresh_token.revoke", token_id, "ok", {"principal": record.principal})
+        return True
+
+    async def rotate_signing_key(self, *, actor: str, client: str) -> str:
+        """A new token signing key; tokens signed by the previous ones verify until they expire."""
+        key = await asyncio.to_thread(self.tokens.keyring.rotate)
+        self.tokens.reload()
+        await self.audit(actor, client, "key.rotate", key.kid)
+        return key.kid
+
     # ---- bootstrap and audit --------------------------------------------------------------------
 
     async def bootstrap_admin(self, data_dir: Path) -> str | None:
@@ -193,6 +341,28 @@ class AuthService:
         self, actor: str, client: str, action: str, target: str, outcome: str = "ok", detail: dict[str, Any] | None = None
     ) -> None:
         await self.identities.audit(actor, client, action, target, outcome, detail)
+
+
+def _check_identity_name(name: str) -> None:
+    if not _NAME.fullmatch(name):
+        raise InvalidName(f"names match {NAME_PATTERN}")
+    if name in RESERVED_IDENTITY_NAMES:
+        raise InvalidName(f"{name!r} is reserved")
+
+
+def _unique(names: list[str]) -> list[str]:
+    return list(dict.fromkeys(names))
+
+
+def _checked_rules(scope_map: str, rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rules in their stored form (actions deduplicated, in canonical order); raises InvalidRule."""
+    out: list[dict[str, Any]] = []
+    for raw in rules:
+        rule = Rule.create(raw["repository"], list(raw["actions"]))
+        if scope_map == ANONYMOUS_SCOPE_MAP and not rule.actions <= ANONYMOUS_ACTIONS:
+            raise InvalidRule(f"the {ANONYMOUS_SCOPE_MAP!r} scope map may only grant {' and '.join(sorted(ANONYMOUS_ACTIONS))}")
+        out.append({"repository": rule.repository, "actions": [a for a in ACTIONS if a in rule.actions]})
+    return out
 
 
 def _expired(when: datetime | None) -> bool:

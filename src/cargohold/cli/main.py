@@ -11,9 +11,12 @@ from rich.console import Console
 
 from .. import __version__
 from ..config import Settings, load_settings
+from . import access
 
 app = typer.Typer(help="cargohold: a self-hosted OCI registry that keeps your own copies of public content.",
-                  no_args_is_help=True, add_completion=False)
+                  no_args_is_help=True, add_completion=False,
+                  # Never print local variables in a traceback: they may hold passwords and tokens.
+                  pretty_exceptions_show_locals=False)
 console = Console(stderr=True)
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="TOML settings file (also CARGOHOLD_CONFIG)")]
@@ -21,10 +24,20 @@ DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", help="data dir
 
 
 def _settings(config: Path | None, **overrides: object) -> Settings:
+    """The settings, or one clear line per problem and exit 2 (no pydantic input dump)."""
+    from pydantic import ValidationError
+    from rich.markup import escape
+
     try:
         return load_settings(config, **overrides)
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"])
+            message = error["msg"].removeprefix("Value error, ")
+            console.print(f"[red]error:[/red] {escape(f'{where}: {message}' if where else message)}", soft_wrap=True)
+        raise typer.Exit(2) from None
     except (FileNotFoundError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -34,11 +47,18 @@ def serve(
     data_dir: DataDirOpt = None,
     config: ConfigOpt = None,
     workers: Annotated[Optional[int], typer.Option("--workers", help="worker processes (default 2)")] = None,
+    tls_cert: Annotated[Optional[Path], typer.Option(
+        "--tls-cert", exists=True, dir_okay=False, help="serve HTTPS with this PEM certificate (chain); needs --tls-key")] = None,
+    tls_key: Annotated[Optional[Path], typer.Option(
+        "--tls-key", exists=True, dir_okay=False, help="the PEM private key of --tls-cert")] = None,
+    no_auth: Annotated[bool, typer.Option(
+        "--no-auth", help="no credentials at all: throwaway local use, refused unless listening on loopback")] = False,
 ) -> None:
     """Run the registry."""
     from ..web.server import AddressInUse, StartupFailed, serve as run
 
-    settings = _settings(config, listen=listen, data_dir=data_dir, workers=workers)
+    settings = _settings(config, listen=listen, data_dir=data_dir, workers=workers,
+                         tls_cert=tls_cert, tls_key=tls_key, auth=False if no_auth else None)
     try:
         run(settings)
     except (AddressInUse, StartupFailed) as exc:
@@ -77,3 +97,6 @@ def fsck(data_dir: DataDirOpt = None, config: ConfigOpt = None) -> None:
 def version() -> None:
     """Print the version."""
     print(__version__)
+
+
+access.register(app)

@@ -30,6 +30,14 @@ class InUse(Exception):
     pass
 
 
+class LastAdmin(InUse):
+    """Deleting or demoting this user would leave nobody able to administer the registry."""
+
+
+class UnknownScopeMap(LookupError):
+    """A user or robot names a scope map that does not exist."""
+
+
 @dataclass(frozen=True)
 class UserRecord:
     name: str
@@ -144,13 +152,17 @@ class IdentityStore:
         async with self._write() as conn:
             if maps is not None:
                 await self._check_maps_exist(conn, maps)
+            if admin is False:
+                await self._check_not_last_admin(conn, name, "demote")
             if values:
                 await conn.execute(update(users).where(users.c.name == name).values(**values))
             row = (await conn.execute(select(users).where(users.c.name == name))).first()
         return _user(row) if row else None
 
     async def delete_user(self, name: str) -> bool:
+        """Delete a user and revoke its refresh tokens; raises LastAdmin rather than remove the last admin."""
         async with self._write() as conn:
+            await self._check_not_last_admin(conn, name, "delete")
             result = await conn.execute(delete(users).where(users.c.name == name))
             await conn.execute(
                 update(refresh_tokens)
@@ -224,6 +236,17 @@ class IdentityStore:
             raise AlreadyExists(f"scope map {name!r} already exists") from None
         return ScopeMapRecord(name, description, rules, created)
 
+    async def replace_scope_map(self, name: str, description: str, rules: list[dict[str, Any]]) -> ScopeMapRecord | None:
+        """Replace a scope map's description and rules; None if there is no such scope map."""
+        async with self._write() as conn:
+            result = await conn.execute(
+                update(scope_maps).where(scope_maps.c.name == name).values(description=description, rules=json.dumps(rules))
+            )
+            if result.rowcount == 0:
+                return None
+            row = (await conn.execute(select(scope_maps).where(scope_maps.c.name == name))).first()
+        return _scope_map(row) if row else None
+
     async def get_scope_map(self, name: str) -> ScopeMapRecord | None:
         async with self._read() as conn:
             row = (await conn.execute(select(scope_maps).where(scope_maps.c.name == name))).first()
@@ -266,6 +289,13 @@ class IdentityStore:
             return None
         return RefreshRecord(row.id, row.principal, aware(row.expires_at), aware(row.revoked_at))  # type: ignore[arg-type]
 
+    async def refresh_token_by_id(self, token_id: str) -> RefreshRecord | None:
+        async with self._read() as conn:
+            row = (await conn.execute(select(refresh_tokens).where(refresh_tokens.c.id == token_id))).first()
+        if row is None:
+            return None
+        return RefreshRecord(row.id, row.principal, aware(row.expires_at), aware(row.revoked_at))  # type: ignore[arg-type]
+
     async def list_refresh_tokens(self, principal: str | None = None) -> list[RefreshRecord]:
         query = select(refresh_tokens).order_by(refresh_tokens.c.created_at)
         if principal is not None:
@@ -284,6 +314,16 @@ class IdentityStore:
                 .values(revoked_at=now())
             )
             return result.rowcount > 0
+
+    async def revoke_refresh_tokens(self, principal: str) -> int:
+        """Revoke every live refresh token of ``principal`` (after a password change); how many were revoked."""
+        async with self._write(changes_identities=False) as conn:
+            result = await conn.execute(
+                update(refresh_tokens)
+                .where(refresh_tokens.c.principal == principal, refresh_tokens.c.revoked_at.is_(None))
+                .values(revoked_at=now())
+            )
+            return result.rowcount
 
     # ---- login failures and audit ----------------------------------------------------------------
 
@@ -357,13 +397,21 @@ class IdentityStore:
             raise AlreadyExists(f"{name!r} already exists")
 
     @staticmethod
+    async def _check_not_last_admin(conn: AsyncConnection, name: str, verb: str) -> None:
+        """Inside the write: the admin rows are locked (PostgreSQL) or the database is (SQLite ``BEGIN IMMEDIATE``),
+        so two requests removing two different admins cannot both succeed."""
+        admins = set((await conn.execute(select(users.c.name).where(users.c.admin.is_(True)).with_for_update())).scalars())
+        if name in admins and admins == {name}:
+            raise LastAdmin(f"refusing to {verb} {name!r}: it is the last admin")
+
+    @staticmethod
     async def _check_maps_exist(conn: AsyncConnection, maps: list[str]) -> None:
         if not maps:
             return
         found = set((await conn.execute(select(scope_maps.c.name).where(scope_maps.c.name.in_(maps)))).scalars())
         missing = sorted(set(maps) - found)
         if missing:
-            raise LookupError(f"unknown scope map(s): {', '.join(missing)}")
+            raise UnknownScopeMap(f"unknown scope map(s): {', '.join(missing)}")
 
 
 def _user(row: Any) -> UserRecord:

@@ -14,7 +14,7 @@ from aiohttp import web
 from ..auth.service import AuthService
 from ..config import Settings
 from ..registry.service import Registry
-from . import token
+from . import api, token
 from .auth import allow_list, v2_auth_middleware
 from .errors import API_VERSION_HEADER, error_middleware
 from .keys import AUTH, REGISTRY, SETTINGS
@@ -55,6 +55,7 @@ def create_app(settings: Settings) -> web.Application:
     v2_routes.add_routes(app)
     if settings.auth:
         token.add_routes(app)
+    api.add_routes(app)  # /api/v1; without auth only openapi.json answers, the rest is 404
     app.on_response_prepare.append(_on_prepare)
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:

@@ -21,12 +21,14 @@ from ..auth.scopes import ACTION_TO_DOCKER, METADATA, READ
 from ..auth.service import AuthService
 from ..config import Settings
 from ..oci.errors import Denied, RegistryError
+from ..oci.names import is_valid_name
 from .access import UNRESTRICTED, Access
 from .errors import error_response_for
 from .keys import AUTH, SETTINGS
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ACTION = "cargohold_action"  # route attribute: the action a /v2 handler needs on its repository
+CATALOG_SCOPE = "registry:catalog:*"
 
 
 def client_address(request: web.Request) -> str:
@@ -117,7 +119,13 @@ async def v2_auth_middleware(request: web.Request, handler: Handler) -> web.Stre
     route = request.match_info.route
     action: str | None = getattr(route.handler, ACTION, None) if route is not None else None
     repository = request.match_info.get("name")
-    scope = _docker_scope(repository, action, request.method) if repository and action else None
+    catalog = request.path == "/v2/_catalog"
+    scope = None
+    if repository and action:
+        # The name is echoed in a header: only a valid one (no quotes, no control characters) goes there.
+        scope = _docker_scope(repository, action, request.method) if is_valid_name(repository) else None
+    elif catalog:
+        scope = CATALOG_SCOPE
     try:
         access = await resolve_access(request, auth)
     except InvalidToken as exc:
@@ -136,6 +144,12 @@ async def v2_auth_middleware(request: web.Request, handler: Handler) -> web.Stre
     elif not access.authenticated:
         # The version check and the catalog need an identity; a 401 here starts the token flow.
         return _unauthorized(request, settings, AuthenticationRequired(), scope, None)
+    elif catalog and access.claims is not None:
+        # A token names the catalog, not the repositories in it: list what its holder may list now.
+        holder = await auth.principal_named(access.subject) if access.may_catalog() else None
+        if holder is None:
+            return _unauthorized(request, settings, InsufficientScope(), scope, "insufficient_scope")
+        request["access"] = Access(holder)
     return await handler(request)
 
 
@@ -146,8 +160,9 @@ async def _refuse(
         return _unauthorized(request, settings, AuthenticationRequired(), scope, None)
     if access.claims is not None:
         # The token lacks the action; if its holder has the right, the client should get a wider token.
+        # An anonymous token has no holder: credentials might help, so it is a 401 too.
         holder = await auth.principal_named(access.subject)
-        if holder is not None and holder.may(repository, action):
+        if holder is None or holder.may(repository, action):
             return _unauthorized(request, settings, InsufficientScope(), scope, "insufficient_scope")
     return error_response_for(
         request, AccessDenied(f"{access.subject} may not {action.split('/')[-1]} {repository}")

@@ -4,7 +4,9 @@ Python uses one core per process; the kernel spreads connections over the
 workers. The parent only supervises: it runs the start-up preparation
 (migrations, crash leftovers) in a child, starts the workers, restarts one
 that dies and forwards SIGTERM/SIGINT. It never imports the web stack or the
-database layer, so it stays small.
+database layer, so it stays small. Before anything starts it loads the TLS
+certificate and key once (a bad pair is one error, not N crashing workers) and
+warns when plain HTTP would be served on a non-loopback address.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import time
 from typing import Any
 
 from ..config import Settings
-from .worker import SETTINGS_ENV, configure_logging
+from .worker import SETTINGS_ENV, configure_logging, server_ssl_context
 
 log = logging.getLogger("cargohold")
 
@@ -45,6 +47,28 @@ def _check_port_free(settings: Settings) -> None:
             raise AddressInUse(f"{settings.listen} is already in use")
 
 
+def _check_tls(settings: Settings) -> None:
+    """Load the certificate and key once here, so that a bad pair is one clear error, not N dying workers."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return
+    try:
+        server_ssl_context(settings.tls_cert, settings.tls_key)
+    except OSError as exc:  # ssl.SSLError included
+        raise StartupFailed(
+            f"cannot serve TLS with certificate {settings.tls_cert} and key {settings.tls_key}: {exc}"
+        ) from None
+
+
+def _warn_if_exposed(settings: Settings) -> None:
+    if settings.tls_cert is None and not settings.is_loopback:
+        log.warning(
+            "serving plain HTTP on %s, a non-loopback address: passwords and tokens cross the network unencrypted, "
+            "and docker/podman clients refuse plain HTTP unless configured as insecure; "
+            "use --tls-cert/--tls-key, or put a TLS-terminating proxy in front and listen on loopback",
+            settings.listen,
+        )
+
+
 def _child(mode: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "cargohold.web.worker", mode], env=env)
 
@@ -52,11 +76,16 @@ def _child(mode: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
 def serve(settings: Settings) -> None:
     configure_logging(settings.log_level)
     _check_port_free(settings)
+    _check_tls(settings)
     env = dict(os.environ)
     env[SETTINGS_ENV] = json.dumps(settings.model_dump(mode="json"))
     if _child("prepare", env).wait() != 0:
         raise StartupFailed("start-up preparation (database migration) failed; see the log above")
-    log.info("cargohold serving on %s with %d worker(s), data in %s", settings.listen, settings.workers, settings.data_dir)
+    _warn_if_exposed(settings)
+    scheme = "https" if settings.tls_cert is not None else "http"
+    log.info(
+        "cargohold serving %s on %s with %d worker(s), data in %s", scheme, settings.listen, settings.workers, settings.data_dir
+    )
     workers = [_child("serve", env) for _ in range(settings.workers)]
     stopping = False
 

@@ -18,6 +18,9 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import ssl
+    from pathlib import Path
+
     from ..config import Settings
 
 SETTINGS_ENV = "CARGOHOLD_WORKER_SETTINGS"
@@ -32,6 +35,25 @@ def listening_socket(host: str, port: int) -> socket.socket:
     sock.listen(1024)
     sock.setblocking(False)
     return sock
+
+
+def server_ssl_context(cert: "Path", key: "Path") -> "ssl.SSLContext":
+    """The TLS context workers serve with: TLS 1.2 or newer, the ``ssl`` module's server defaults.
+
+    ``create_default_context(CLIENT_AUTH)`` brings OpenSSL's secure cipher list, no compression and
+    server cipher preference; TLS 1.0/1.1 are refused explicitly whatever the system OpenSSL allows.
+    No client certificates are asked for. Raises ``OSError`` (``ssl.SSLError`` is one) for an
+    unreadable or mismatched certificate and key. ``ssl`` is imported here so that a plain-HTTP
+    server's supervisor does not carry it.
+    """
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.options |= ssl.OP_NO_RENEGOTIATION
+    context.set_alpn_protocols(["http/1.1"])  # aiohttp speaks HTTP/1.1 only
+    context.load_cert_chain(certfile=cert, keyfile=key)
+    return context
 
 
 def configure_logging(level: str) -> None:
@@ -76,9 +98,13 @@ def main(mode: str) -> int:
 
     from .app import create_app
 
+    ssl_context = None
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        ssl_context = server_ssl_context(settings.tls_cert, settings.tls_key)
     web.run_app(
         create_app(settings),
         sock=listening_socket(settings.host, settings.port),
+        ssl_context=ssl_context,
         access_log=logging.getLogger("cargohold.access") if settings.access_log else None,
         print=None,
         handle_signals=True,

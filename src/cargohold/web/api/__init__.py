@@ -1,0 +1,28 @@
+"""``/api/v1``: the management API (users, robot tokens, scope maps, refresh tokens, keys, audit).
+
+One small module per resource; each lists its operations, and this route
+table is all the router and the OpenAPI document know about.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from . import audit, keys, me, openapi, refresh_tokens, scope_maps, tokens, users
+from .common import API_PREFIX, Operation, endpoint
+
+RESOURCES: list[Operation] = [
+    *me.OPERATIONS,
+    *users.OPERATIONS,
+    *tokens.OPERATIONS,
+    *scope_maps.OPERATIONS,
+    *audit.OPERATIONS,
+    *refresh_tokens.OPERATIONS,
+    *keys.OPERATIONS,
+]
+OPERATIONS: list[Operation] = [*RESOURCES, openapi.operation(RESOURCES)]
+
+
+def add_routes(app: web.Application) -> None:
+    for op in OPERATIONS:
+        app.router.add_route(op.method, API_PREFIX + op.path, endpoint(op))

@@ -1,0 +1,313 @@
+"""The CLI's management-API client and credential store, against an in-memory stub of the API."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cargohold.cli.client import (
+    ApiClient,
+    ApiError,
+    AuthenticationFailed,
+    Conflict,
+    Credentials,
+    InvalidRegistryUrl,
+    NotFound,
+    NotLoggedIn,
+    PermissionDenied,
+    ServerUnreachable,
+    normalize_registry,
+)
+from cargohold.cli.credentials import (
+    CredentialStore,
+    CredentialStoreError,
+    IncompleteEnvironment,
+    config_dir,
+    environment_credentials,
+    resolve_credentials,
+)
+from cli_stub import StubApi
+from servers import free_port
+
+ADMIN = Credentials("admin", "admin-password-123")
+
+
+@pytest.fixture
+def stub() -> Iterator[StubApi]:
+    api = StubApi().start()
+    try:
+        yield api
+    finally:
+        api.stop()
+
+
+# ---- registry URLs -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
+        ("HTTP://Registry.Example.COM:5000/", "http://registry.example.com:5000"),
+        ("https://registry.example.com", "https://registry.example.com"),
+        (" http://[::1]:5000 ", "http://[::1]:5000"),
+    ],
+)
+def test_registry_urls_are_normalized(given: str, expected: str) -> None:
+    assert normalize_registry(given) == expected
+
+
+@pytest.mark.parametrize(
+    "bad", ["127.0.0.1:5000", "ftp://host", "http://", "http://u:p@host", "http://host/path", "http://host:99999", "http://h?q=1"]
+)
+def test_bad_registry_urls_are_refused(bad: str) -> None:
+    with pytest.raises(InvalidRegistryUrl):
+        normalize_registry(bad)
+
+
+# ---- the client ----------------------------------------------------------------------------------------
+
+
+def test_basic_and_bearer_credentials_are_sent(stub: StubApi) -> None:
+    assert ApiClient(stub.url, ADMIN).me() == {"name": "admin", "kind": "user", "admin": True}
+    sent = stub.requests[-1]["headers"]["Authorization"]
+    assert sent == "Basic " + base64.b64encode(b"admin:admin-password-123").decode()
+
+    robot = ApiClient(stub.url, ADMIN).create_token("ci", [], 1)
+    assert ApiClient(stub.url, Credentials(None, robot["token"], "env")).me()["kind"] == "robot"
+    assert stub.requests[-1]["headers"]["Authorization"] == f"Bearer {robot['token']}"
+
+
+def test_secrets_stay_out_of_repr() -> None:
+    creds = Credentials("alice", "s3cret-password!")
+    assert "s3cret" not in repr(creds)
+    assert "s3cret" not in repr(ApiClient("http://127.0.0.1:1", creds).__dict__)
+
+
+def test_no_credentials_is_not_logged_in(stub: StubApi) -> None:
+    with pytest.raises(NotLoggedIn) as caught:
+        ApiClient(stub.url, None).me()
+    assert "cargohold login --registry" in str(caught.value)
+    assert stub.requests == []
+
+
+def test_problem_detail_becomes_the_error(stub: StubApi) -> None:
+    client = ApiClient(stub.url, ADMIN)
+    with pytest.raises(AuthenticationFailed) as unauthorized:
+        ApiClient(stub.url, Credentials("admin", "wrong")).me()
+    assert unauthorized.value.status == 401
+    assert unauthorized.value.detail == "authentication required: wrong username or password"
+    with pytest.raises(NotFound) as missing:
+        client.get_user("nobody")
+    assert missing.value.detail == "no user named nobody"
+    assert missing.value.title == "Not Found"
+    with pytest.raises(ApiError) as bad:
+        client.create_user("bob", "short")
+    assert (bad.value.status, bad.value.detail) == (400, "passwords need at least 12 characters")
+    with pytest.raises(Conflict):
+        client.create_user("admin", "long-enough-password")
+    stub.add_user("carol", "carol-password-1")
+    with pytest.raises(PermissionDenied) as denied:
+        ApiClient(stub.url, Credentials("carol", "carol-password-1")).list_users()
+    assert denied.value.detail == "carol is not an admin"
+
+
+def test_non_problem_errors_still_say_something(stub: StubApi) -> None:
+    client = ApiClient(stub.url, ADMIN)
+    with pytest.raises(NotFound) as caught:
+        client.request("GET", "/api/v2/nothing")
+    assert "no management API" in caught.value.detail
+
+
+def test_redirects_are_not_followed(stub: StubApi) -> None:
+    with pytest.raises(ApiError) as caught:
+        ApiClient(stub.url, ADMIN).request("GET", "/redirect/api/v1/me")
+    assert caught.value.status == 302
+    assert len(stub.requests) == 1  # the Authorization header went nowhere else
+
+
+def test_names_are_one_path_segment(stub: StubApi) -> None:
+    with pytest.raises(NotFound):
+        ApiClient(stub.url, ADMIN).get_user("../tokens")
+    assert stub.requests[-1]["path"] == "/api/v1/users/..%2Ftokens"
+
+
+def test_round_trips(stub: StubApi) -> None:
+    client = ApiClient(stub.url, ADMIN)
+    rules = [{"repository": "hub/*", "actions": ["content/read", "metadata/read"]}]
+    client.create_scope_map("readers", rules, "pull from hub")
+    assert client.get_scope_map("readers")["rules"] == rules
+    assert [m["name"] for m in client.list_scope_maps()] == ["readers"]
+    user = client.create_user("bob", "bob-password-123", False, ["readers"])
+    assert user["scope_maps"] == ["readers"]
+    assert client.update_user("bob", {"admin": True})["admin"] is True
+    assert client.delete_user("bob") is None
+    client.delete_scope_map("readers")
+    assert client.list_scope_maps() == []
+
+
+def test_token_expiry_is_sent_only_when_chosen(stub: StubApi) -> None:
+    client = ApiClient(stub.url, ADMIN)
+    client.create_token("default")
+    assert "expires_in_days" not in stub.requests[-1]["body"]
+    client.create_token("forever", expires_in_days=None)
+    assert stub.requests[-1]["body"]["expires_in_days"] is None
+    client.create_token("week", expires_in_days=7)
+    assert stub.requests[-1]["body"]["expires_in_days"] == 7
+
+
+def test_list_answers_may_be_wrapped(stub: StubApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    client = ApiClient(stub.url, ADMIN)
+    monkeypatch.setattr(client, "get", lambda path, query=None: {"users": [{"name": "x"}]})
+    assert client.list_users() == [{"name": "x"}]
+    monkeypatch.setattr(client, "get", lambda path, query=None: {"oops": 1})
+    with pytest.raises(ApiError):
+        client.list_users()
+
+
+def test_unreachable_server() -> None:
+    with pytest.raises(ServerUnreachable) as caught:
+        ApiClient(f"http://127.0.0.1:{free_port()}", ADMIN).me()
+    assert "connection refused" in str(caught.value)
+
+
+def test_silent_server_times_out() -> None:
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    try:
+        port = listener.getsockname()[1]
+        with pytest.raises(ServerUnreachable) as caught:
+            ApiClient(f"http://127.0.0.1:{port}", ADMIN, timeout=0.3).me()
+        assert "127.0.0.1" in str(caught.value)
+    finally:
+        listener.close()
+
+
+def test_garbage_answer_is_unreachable() -> None:
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def answer() -> None:
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        conn.sendall(b"SSH-2.0-OpenSSH\r\n")
+        conn.close()
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(ServerUnreachable):
+            ApiClient(f"http://127.0.0.1:{listener.getsockname()[1]}", ADMIN, timeout=5).me()
+    finally:
+        thread.join(5)
+        listener.close()
+
+
+# ---- the credential store --------------------------------------------------------------------------
+
+
+def test_config_dir_follows_xdg(tmp_path: Path) -> None:
+    assert config_dir({"XDG_CONFIG_HOME": str(tmp_path / "x"), "HOME": "/h"}) == tmp_path / "x" / "cargohold"
+    assert config_dir({"HOME": str(tmp_path)}) == tmp_path / ".config" / "cargohold"
+    assert config_dir({"XDG_CONFIG_HOME": "relative", "HOME": str(tmp_path)}) == tmp_path / ".config" / "cargohold"
+
+
+def test_store_is_private_and_keyed_by_registry(tmp_path: Path) -> None:
+    store = CredentialStore(tmp_path / "cfg" / "cargohold")
+    assert store.get("http://127.0.0.1:5000") is None
+    store.put("http://127.0.0.1:5000/", "alice", "alice-password")
+    store.put("https://registry.example.com", "bob", "bob-password")
+    assert stat.S_IMODE(store.directory.stat().st_mode) == 0o700
+    assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
+    assert store.get("HTTP://127.0.0.1:5000") == Credentials("alice", "alice-password", "stored")
+    assert store.get("https://registry.example.com") == Credentials("bob", "bob-password", "stored")
+    assert store.registries() == ["http://127.0.0.1:5000", "https://registry.example.com"]
+    assert sorted(p.name for p in store.directory.iterdir()) == [".credentials.json.lock", "credentials.json"]
+    assert store.remove("http://127.0.0.1:5000") is True
+    assert store.remove("http://127.0.0.1:5000") is False
+    assert store.get("http://127.0.0.1:5000") is None
+    assert store.get("https://registry.example.com") is not None
+    assert not store.insecure_permissions()
+
+
+def test_store_tightens_an_existing_directory(tmp_path: Path) -> None:
+    directory = tmp_path / "cargohold"
+    directory.mkdir(mode=0o755)
+    os.chmod(directory, 0o755)
+    CredentialStore(directory).put("http://127.0.0.1:5000", "a", "b")
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+
+
+def test_store_rewrites_atomically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = CredentialStore(tmp_path)
+    store.put("http://127.0.0.1:5000", "alice", "first-password")
+
+    def broken_replace(src: str, dst: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(CredentialStoreError) as caught:
+        store.put("http://127.0.0.1:5000", "alice", "second-password")
+    assert "second-password" not in str(caught.value)
+    monkeypatch.undo()
+    assert store.get("http://127.0.0.1:5000") == Credentials("alice", "first-password", "stored")
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_concurrent_logins_keep_every_entry(tmp_path: Path) -> None:
+    store = CredentialStore(tmp_path)
+    threads = [
+        threading.Thread(target=store.put, args=(f"http://127.0.0.1:{5000 + i}", f"user{i}", f"password{i}")) for i in range(16)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(store.registries()) == 16
+
+
+def test_corrupt_store_is_a_clear_error(tmp_path: Path) -> None:
+    store = CredentialStore(tmp_path)
+    store.path.write_text("{not json")
+    with pytest.raises(CredentialStoreError) as caught:
+        store.get("http://127.0.0.1:5000")
+    assert str(store.path) in str(caught.value)
+    store.path.write_text(json.dumps(["a list"]))
+    with pytest.raises(CredentialStoreError):
+        store.get("http://127.0.0.1:5000")
+
+
+def test_environment_beats_the_store(tmp_path: Path) -> None:
+    store = CredentialStore(tmp_path)
+    store.put("http://127.0.0.1:5000", "alice", "stored-password")
+    registry = "http://127.0.0.1:5000"
+    assert resolve_credentials(registry, store, {}) == Credentials("alice", "stored-password", "stored")
+    env = {"CARGOHOLD_USERNAME": "ci", "CARGOHOLD_PASSWORD": "env-password"}
+    assert resolve_credentials(registry, store, env) == Credentials("ci", "env-password", "env")
+    env["CARGOHOLD_TOKEN"] = "chr_token"
+    token = resolve_credentials(registry, store, env)
+    assert token == Credentials(None, "chr_token", "env") and token.bearer
+    assert token.authorization() == "Bearer chr_token"
+    assert resolve_credentials("http://127.0.0.1:6000", store, {}) is None
+
+
+def test_half_an_environment_login_is_an_error() -> None:
+    with pytest.raises(IncompleteEnvironment) as caught:
+        environment_credentials({"CARGOHOLD_USERNAME": "ci"})
+    assert "CARGOHOLD_PASSWORD" in str(caught.value)
+    with pytest.raises(IncompleteEnvironment):
+        environment_credentials({"CARGOHOLD_PASSWORD": "pw"})
+    assert environment_credentials({}) is None
