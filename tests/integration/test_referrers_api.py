@@ -136,12 +136,12 @@ def test_referrers_list_every_referrer(server: Server, food: dict[str, Any]) -> 
         "artifact-b": SANDWICH,
         "index": FOOD_STAND,
     }
-    for name, (digest, body, media_type, annotations) in food["pushed"].items():
+    for name, (digest, body, media_type, expected_annotations) in food["pushed"].items():
         entry = by_digest[digest]
         assert entry["mediaType"] == media_type
         assert entry["size"] == len(body)
         assert entry["artifactType"] == expected_types[name], name
-        assert entry["annotations"] == annotations, name
+        assert entry["annotations"] == expected_annotations, name
 
 
 def test_artifact_type_filter(server: Server, food: dict[str, Any]) -> None:

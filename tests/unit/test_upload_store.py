@@ -309,7 +309,7 @@ async def test_purge_removes_old_half_created_leftovers(store: UploadStore) -> N
 async def test_purge_dead_drops_only_sessions_no_client_can_resume(store: UploadStore) -> None:
     resumable = store.create(REPO)
     await store.append(REPO, resumable.id, chunks(b"half"))
-    internal = store.create(REPO, internal=True)  # a single-request push interrupted by a crash
+    store.create(REPO, internal=True)  # a single-request push interrupted by a crash
     published = store.create(REPO)
     (store.root / published.id / "data").unlink()  # renamed into blobs/ just before the crash
     assert store.purge_dead() == 2

@@ -7,10 +7,12 @@ deferred ``BEGIN`` and never block writers under WAL.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from ..config import Settings
 
@@ -51,3 +53,23 @@ def _configure_sqlite(engine: AsyncEngine, synchronous: str) -> None:
     def _on_begin(connection: Any) -> None:
         readonly = connection.get_execution_options().get(READONLY, False)
         connection.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+
+class SqlStore:
+    """Read and write transactions on one engine; a committed write calls ``on_change`` (the cache generation)."""
+
+    def __init__(self, engine: AsyncEngine, on_change: Callable[[], None] = lambda: None) -> None:
+        self.engine = engine
+        self._read_engine = engine.execution_options(**{READONLY: True})
+        self._on_change = on_change
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        async with self._read_engine.connect() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        async with self.engine.begin() as conn:
+            yield conn
+        self._on_change()

@@ -8,7 +8,7 @@ identities in every worker are dropped.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -16,9 +16,9 @@ from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from .db import READONLY
+from .db import SqlStore
 from .schema import audit_events, login_failures, refresh_tokens, robots, scope_maps, users
 
 
@@ -95,23 +95,12 @@ def aware(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC)
 
 
-class IdentityStore:
-    def __init__(self, engine: AsyncEngine, on_change: Callable[[], None] = lambda: None) -> None:
-        self.engine = engine
-        self._read_engine = engine.execution_options(**{READONLY: True})
-        self._on_change = on_change
-
+class IdentityStore(SqlStore):
     @asynccontextmanager
-    async def _read(self) -> AsyncIterator[AsyncConnection]:
-        async with self._read_engine.connect() as conn:
-            yield conn
-
-    @asynccontextmanager
-    async def _write(self, *, changes_identities: bool = True) -> AsyncIterator[AsyncConnection]:
+    async def _write_quietly(self) -> AsyncIterator[AsyncConnection]:
+        """A write that changes no identity (audit, login failures): caches stay."""
         async with self.engine.begin() as conn:
             yield conn
-        if changes_identities:
-            self._on_change()
 
     # ---- users ---------------------------------------------------------------------------------
 
@@ -164,11 +153,7 @@ class IdentityStore:
         async with self._write() as conn:
             await self._check_not_last_admin(conn, name, "delete")
             result = await conn.execute(delete(users).where(users.c.name == name))
-            await conn.execute(
-                update(refresh_tokens)
-                .where(refresh_tokens.c.principal == name, refresh_tokens.c.revoked_at.is_(None))
-                .values(revoked_at=now())
-            )
+            await _revoke_refresh_tokens(conn, name)
             return result.rowcount > 0
 
     async def count_admins(self) -> int:
@@ -216,11 +201,7 @@ class IdentityStore:
     async def delete_robot(self, name: str) -> bool:
         async with self._write() as conn:
             result = await conn.execute(delete(robots).where(robots.c.name == name))
-            await conn.execute(
-                update(refresh_tokens)
-                .where(refresh_tokens.c.principal == name, refresh_tokens.c.revoked_at.is_(None))
-                .values(revoked_at=now())
-            )
+            await _revoke_refresh_tokens(conn, name)
             return result.rowcount > 0
 
     # ---- scope maps ----------------------------------------------------------------------------
@@ -275,7 +256,7 @@ class IdentityStore:
     # ---- refresh tokens ------------------------------------------------------------------------
 
     async def add_refresh_token(self, token_id: str, token_hash: str, principal: str, expires_at: datetime) -> None:
-        async with self._write(changes_identities=False) as conn:
+        async with self._write_quietly() as conn:
             await conn.execute(
                 insert(refresh_tokens).values(
                     id=token_id, token_hash=token_hash, principal=principal, expires_at=expires_at, created_at=now()
@@ -307,7 +288,7 @@ class IdentityStore:
             ]
 
     async def revoke_refresh_token(self, token_id: str) -> bool:
-        async with self._write(changes_identities=False) as conn:
+        async with self._write_quietly() as conn:
             result = await conn.execute(
                 update(refresh_tokens)
                 .where(refresh_tokens.c.id == token_id, refresh_tokens.c.revoked_at.is_(None))
@@ -317,18 +298,13 @@ class IdentityStore:
 
     async def revoke_refresh_tokens(self, principal: str) -> int:
         """Revoke every live refresh token of ``principal`` (after a password change); how many were revoked."""
-        async with self._write(changes_identities=False) as conn:
-            result = await conn.execute(
-                update(refresh_tokens)
-                .where(refresh_tokens.c.principal == principal, refresh_tokens.c.revoked_at.is_(None))
-                .values(revoked_at=now())
-            )
-            return result.rowcount
+        async with self._write_quietly() as conn:
+            return await _revoke_refresh_tokens(conn, principal)
 
     # ---- login failures and audit ----------------------------------------------------------------
 
     async def record_login_failure(self, client: str, username: str) -> None:
-        async with self._write(changes_identities=False) as conn:
+        async with self._write_quietly() as conn:
             await conn.execute(insert(login_failures).values(at=now(), client=client, username=username[:255]))
             # Keep the table small: failures older than a day no longer throttle anyone.
             await conn.execute(delete(login_failures).where(login_failures.c.at < now() - timedelta(days=1)))
@@ -351,7 +327,7 @@ class IdentityStore:
         return by_client, by_user
 
     async def audit(self, actor: str, client: str, action: str, target: str, outcome: str, detail: dict[str, Any] | None) -> None:
-        async with self._write(changes_identities=False) as conn:
+        async with self._write_quietly() as conn:
             await conn.execute(
                 insert(audit_events).values(
                     at=now(),
@@ -412,6 +388,15 @@ class IdentityStore:
         missing = sorted(set(maps) - found)
         if missing:
             raise UnknownScopeMap(f"unknown scope map(s): {', '.join(missing)}")
+
+
+async def _revoke_refresh_tokens(conn: AsyncConnection, principal: str) -> int:
+    result = await conn.execute(
+        update(refresh_tokens)
+        .where(refresh_tokens.c.principal == principal, refresh_tokens.c.revoked_at.is_(None))
+        .values(revoked_at=now())
+    )
+    return result.rowcount
 
 
 def _user(row: Any) -> UserRecord:

@@ -8,8 +8,7 @@ forgets what may have changed.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -18,7 +17,7 @@ from sqlalchemy import and_, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..oci.errors import ManifestBlobUnknown
-from .db import READONLY
+from .db import SqlStore
 from .schema import blobs, manifest_references, manifests, repositories, repository_blobs, tags
 
 
@@ -51,11 +50,9 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class MetadataStore:
+class MetadataStore(SqlStore):
     def __init__(self, engine: AsyncEngine, on_change: Callable[[], None] = lambda: None) -> None:
-        self.engine = engine
-        self._read_engine = engine.execution_options(**{READONLY: True})
-        self._on_change = on_change
+        super().__init__(engine, on_change)
         dialect = engine.dialect.name
         if dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert
@@ -64,17 +61,6 @@ class MetadataStore:
         self._insert = insert
         # Tags and names sort and page in byte order, whatever the PostgreSQL database's collation is.
         self._bytewise: Callable[[Any], Any] = (lambda c: c.collate("C")) if dialect == "postgresql" else (lambda c: c)
-
-    @asynccontextmanager
-    async def _read(self) -> AsyncIterator[AsyncConnection]:
-        async with self._read_engine.connect() as conn:
-            yield conn
-
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.begin() as conn:
-            yield conn
-        self._on_change()
 
     async def _ensure_repository(self, conn: AsyncConnection, name: str) -> int:
         await conn.execute(
