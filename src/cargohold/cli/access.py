@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from enum import Enum
@@ -195,6 +195,14 @@ def _table(*columns: str) -> Table:
     return table
 
 
+def _show(item: dict[str, Any], rows: Callable[[dict[str, Any]], list[tuple[str, Any]]], output: Output) -> None:
+    """One object: JSON without secrets, or a two-column table."""
+    if output is Output.json:
+        print_json(_public(item))
+    else:
+        stdout().print(_details(rows(item)))
+
+
 def _details(rows: list[tuple[str, Any]]) -> Table:
     table = Table(box=box.SIMPLE, show_header=False)
     table.add_column(style="bold")
@@ -311,11 +319,7 @@ def user_show(
 ) -> None:
     """Show one user."""
     with session(registry) as client:
-        user = client.get_user(name)
-    if output is Output.json:
-        print_json(_public(user))
-    else:
-        stdout().print(_details(_user_rows(user)))
+        _show(client.get_user(name), _user_rows, output)
 
 
 @user_app.command("update")
@@ -453,11 +457,7 @@ def token_show(
 ) -> None:
     """Show one robot token's details (never the token)."""
     with session(registry) as client:
-        robot = client.get_token(name)
-    if output is Output.json:
-        print_json(_public(robot))
-    else:
-        stdout().print(_details(_token_rows(robot)))
+        _show(client.get_token(name), _token_rows, output)
 
 
 @token_app.command("delete")

@@ -8,18 +8,21 @@ identities in every worker are dropped.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Select, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .db import SqlStore
 from .schema import audit_events, login_failures, refresh_tokens, robots, scope_maps, users
+
+
+T = TypeVar("T")
 
 
 class AlreadyExists(Exception):
@@ -96,6 +99,15 @@ def aware(value: datetime | None) -> datetime | None:
 
 
 class IdentityStore(SqlStore):
+    async def _one(self, query: Select[Any], mapper: Callable[[Any], T]) -> T | None:
+        async with self._read() as conn:
+            row = (await conn.execute(query)).first()
+        return mapper(row) if row else None
+
+    async def _all(self, query: Select[Any], mapper: Callable[[Any], T]) -> list[T]:
+        async with self._read() as conn:
+            return [mapper(r) for r in await conn.execute(query)]
+
     @asynccontextmanager
     async def _write_quietly(self) -> AsyncIterator[AsyncConnection]:
         """A write that changes no identity (audit, login failures): caches stay."""
@@ -120,13 +132,10 @@ class IdentityStore(SqlStore):
         return UserRecord(name, password_hash, admin, maps, created)
 
     async def get_user(self, name: str) -> UserRecord | None:
-        async with self._read() as conn:
-            row = (await conn.execute(select(users).where(users.c.name == name))).first()
-        return _user(row) if row else None
+        return await self._one(select(users).where(users.c.name == name), _user)
 
     async def list_users(self) -> list[UserRecord]:
-        async with self._read() as conn:
-            return [_user(r) for r in await conn.execute(select(users).order_by(users.c.name))]
+        return await self._all(select(users).order_by(users.c.name), _user)
 
     async def update_user(
         self, name: str, *, password_hash: str | None = None, admin: bool | None = None, maps: list[str] | None = None
@@ -185,18 +194,13 @@ class IdentityStore(SqlStore):
         return RobotRecord(name, maps, expires_at, created_by, created)
 
     async def robot_by_token(self, token_hash: str) -> RobotRecord | None:
-        async with self._read() as conn:
-            row = (await conn.execute(select(robots).where(robots.c.token_hash == token_hash))).first()
-        return _robot(row) if row else None
+        return await self._one(select(robots).where(robots.c.token_hash == token_hash), _robot)
 
     async def get_robot(self, name: str) -> RobotRecord | None:
-        async with self._read() as conn:
-            row = (await conn.execute(select(robots).where(robots.c.name == name))).first()
-        return _robot(row) if row else None
+        return await self._one(select(robots).where(robots.c.name == name), _robot)
 
     async def list_robots(self) -> list[RobotRecord]:
-        async with self._read() as conn:
-            return [_robot(r) for r in await conn.execute(select(robots).order_by(robots.c.name))]
+        return await self._all(select(robots).order_by(robots.c.name), _robot)
 
     async def delete_robot(self, name: str) -> bool:
         async with self._write() as conn:
@@ -229,13 +233,10 @@ class IdentityStore(SqlStore):
         return _scope_map(row) if row else None
 
     async def get_scope_map(self, name: str) -> ScopeMapRecord | None:
-        async with self._read() as conn:
-            row = (await conn.execute(select(scope_maps).where(scope_maps.c.name == name))).first()
-        return _scope_map(row) if row else None
+        return await self._one(select(scope_maps).where(scope_maps.c.name == name), _scope_map)
 
     async def list_scope_maps(self) -> list[ScopeMapRecord]:
-        async with self._read() as conn:
-            return [_scope_map(r) for r in await conn.execute(select(scope_maps).order_by(scope_maps.c.name))]
+        return await self._all(select(scope_maps).order_by(scope_maps.c.name), _scope_map)
 
     async def scope_maps_named(self, names: list[str]) -> list[ScopeMapRecord]:
         if not names:
