@@ -8,7 +8,6 @@ something this store knows.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,7 +88,3 @@ def hash_file(path: Path, algorithm: str) -> tuple[str, int]:
             h.update(chunk)
             size += len(chunk)
     return f"{algorithm}:{h.hexdigest()}", size
-
-
-def file_size(path: Path) -> int:
-    return os.stat(path).st_size

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, select
+from sqlalchemy import and_, delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..oci.errors import ManifestBlobUnknown
@@ -323,10 +323,3 @@ class MetadataStore(SqlStore):
         )
         async with self._read() as conn:
             return [(r.name, r.digest, r.media_type) for r in await conn.execute(query)]
-
-    async def counts(self) -> dict[str, int]:
-        async with self._read() as conn:
-            out: dict[str, int] = {}
-            for name, table in (("repositories", repositories), ("blobs", blobs), ("manifests", manifests), ("tags", tags)):
-                out[name] = (await conn.execute(select(func.count()).select_from(table))).scalar_one()
-            return out

@@ -22,7 +22,7 @@ from ..auth.service import AuthService
 from ..config import Settings
 from ..oci.errors import Denied, RegistryError
 from ..oci.names import is_valid_name
-from .access import UNRESTRICTED, Access
+from .access import Access
 from .errors import error_response_for
 from .keys import AUTH, SETTINGS
 
@@ -167,10 +167,6 @@ async def _refuse(
     return error_response_for(
         request, AccessDenied(f"{access.subject} may not {action.split('/')[-1]} {repository}")
     )
-
-
-async def no_auth(request: web.Request) -> Access:
-    return UNRESTRICTED
 
 
 def mark(action: str) -> Callable[[Handler], Handler]:

@@ -163,22 +163,23 @@ def _invalid(exc: Exception, code: str) -> ApiError:
     return ApiError(422, "Unprocessable content", str(exc), code)
 
 
+# Failures the services report, most specific first: (exception, status, code).
+_PROBLEMS: tuple[tuple[type[Exception], int, str], ...] = (
+    (LastAdmin, 409, "LAST_ADMIN"),
+    (InUse, 409, "IN_USE"),
+    (AlreadyExists, 409, "ALREADY_EXISTS"),
+    (UnknownScopeMap, 422, "UNKNOWN_SCOPE_MAP"),
+    (WeakPassword, 422, "WEAK_PASSWORD"),
+    (InvalidRule, 422, "INVALID_RULE"),
+    (InvalidName, 422, "INVALID_NAME"),
+)
+
+
 def _problem_for(exc: Exception) -> ApiError | None:
     """The answer to a failure the services report; None for anything unexpected (a bug: 500 via the middleware)."""
-    if isinstance(exc, LastAdmin):
-        return _conflict(exc, "LAST_ADMIN")
-    if isinstance(exc, InUse):
-        return _conflict(exc, "IN_USE")
-    if isinstance(exc, AlreadyExists):
-        return _conflict(exc, "ALREADY_EXISTS")
-    if isinstance(exc, UnknownScopeMap):
-        return _invalid(exc, "UNKNOWN_SCOPE_MAP")
-    if isinstance(exc, WeakPassword):
-        return _invalid(exc, "WEAK_PASSWORD")
-    if isinstance(exc, InvalidRule):
-        return _invalid(exc, "INVALID_RULE")
-    if isinstance(exc, InvalidName):
-        return _invalid(exc, "INVALID_NAME")
+    for cls, status, code in _PROBLEMS:
+        if isinstance(exc, cls):
+            return _conflict(exc, code) if status == 409 else _invalid(exc, code)
     return None
 
 
