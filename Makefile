@@ -30,6 +30,7 @@ test: $(VENV)/.test-installed system-deps
 
 bench: $(VENV)/.test-installed system-deps
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/cache.py
 
 fsck: $(VENV)/.installed
 	$(BIN)/cargohold fsck

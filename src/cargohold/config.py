@@ -50,6 +50,18 @@ class Settings(BaseSettings):
     allow_private_upstreams: bool = Field(
         False, description="let server-side requests reach loopback, link-local and private addresses"
     )
+    secret_key: str | None = Field(
+        None,
+        repr=False,
+        description="Fernet key (urlsafe base64, 32 bytes) that encrypts upstream credentials at rest; "
+        "default: generated once into <data-dir>/secret-key (0600)",
+    )
+    cache_quota_bytes: int = Field(0, ge=0, description="byte quota for content fetched by cache rules; 0 = no limit")
+    cache_evict_interval_seconds: int = Field(60, ge=1, description="how often the quota is enforced")
+    upstream_timeout_seconds: float = Field(
+        10.0, gt=0, description="connect and per-read timeout of upstream requests; past it a cached copy is served"
+    )
+    upstream_retries: int = Field(2, ge=0, le=10, description="retries of an upstream request on connection errors and 5xx")
     log_level: str = "INFO"
     access_log: bool = False
 

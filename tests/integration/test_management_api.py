@@ -39,6 +39,14 @@ CONTRACT = {
     "/api/v1/refresh-tokens": {"get"},
     "/api/v1/refresh-tokens/{id}": {"delete"},
     "/api/v1/keys/rotate": {"post"},
+    "/api/v1/cache-rules": {"get", "post"},
+    "/api/v1/cache-rules/{name}": {"get", "patch", "delete"},
+    "/api/v1/credential-sets": {"get", "post"},
+    "/api/v1/credential-sets/{name}": {"get", "patch", "delete"},
+    "/api/v1/cache/warm": {"post"},
+    "/api/v1/cache/stats": {"get"},
+    "/api/v1/cache/pins": {"get", "post", "delete"},
+    "/api/v1/cache/evict": {"post"},
     "/api/v1/openapi.json": {"get"},
 }
 # Failed logins would otherwise lock 127.0.0.1 out after 10 (the tests try bad credentials on purpose).

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from .. import __version__
 from ..config import Settings, load_settings
-from . import access
+from . import access, cache, cache_ops
 
 app = typer.Typer(help="cargohold: a self-hosted OCI registry that keeps your own copies of public content.",
                   no_args_is_help=True, add_completion=False,
@@ -69,8 +69,10 @@ def serve(
 @app.command()
 def fsck(data_dir: DataDirOpt = None, config: ConfigOpt = None) -> None:
     """Check every blob's digest and every manifest's references; exit 1 on problems."""
+    from ..cache.admin import load_rule_set
     from ..registry.fsck import fsck as run_fsck
     from ..registry.stores import open_stores, prepare
+    from ..store.cache import CacheConfigStore
 
     settings = _settings(config, data_dir=data_dir)
 
@@ -78,8 +80,9 @@ def fsck(data_dir: DataDirOpt = None, config: ConfigOpt = None) -> None:
         await prepare(settings, clean_leftovers=False)  # a server may be running on this data
         stores = open_stores(settings)
         try:
+            rules = await load_rule_set(CacheConfigStore(stores.engine))
             with console.status("checking blobs and manifests…"):
-                report = await run_fsck(stores)
+                report = await run_fsck(stores, lazy=lambda name: rules.route(name) is not None)
         finally:
             await stores.close()
         for note in report.notes:
@@ -100,3 +103,5 @@ def version() -> None:
 
 
 access.register(app)
+cache.register(app)
+cache_ops.register(app)

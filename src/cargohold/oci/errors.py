@@ -130,3 +130,18 @@ class StorageFailure(RegistryError):
 
     code = "UNKNOWN"
     default_message = "storage failure"
+
+
+class UpstreamRateLimited(TooManyRequests):
+    """The upstream answered 429 and nothing cached can stand in; ``retry_after`` is passed on."""
+
+    def __init__(self, message: str | None = None, detail: Any = None, retry_after: int | None = None) -> None:
+        super().__init__(message, detail)
+        self.retry_after = retry_after
+
+
+class UpstreamFailed(RegistryError):
+    """A cache namespace's upstream is unreachable, failing or refusing us, and the content is not cached (502)."""
+
+    code = "UPSTREAM_UNAVAILABLE"
+    default_message = "the upstream registry could not be reached and the content is not cached"

@@ -33,6 +33,15 @@ class BlobService:
         size = await self._s.metadata.mount_blob(repository, source, str(parsed))
         return self._s.blobs.stat(parsed) if size is not None else None
 
+    async def link(self, repository: str, digest: str, size: int) -> None:
+        """Make a blob whose bytes are already in the store servable from ``repository`` (the cache fills this way)."""
+        validate_name(repository)
+        await self._s.metadata.add_blob(repository, str(Digest.parse(digest)), size)
+
+    async def referenced(self, repository: str, digest: str) -> bool:
+        """Whether a manifest in ``repository`` names this blob."""
+        return await self._s.metadata.references(repository, str(Digest.parse(digest)))
+
     async def delete(self, repository: str, digest: str) -> None:
         """Unlink from this repository; the bytes stay while anything else links them (garbage collection's job)."""
         validate_name(repository)

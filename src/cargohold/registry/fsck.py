@@ -31,8 +31,13 @@ class FsckReport:
         return not self.problems
 
 
-async def fsck(stores: Stores, progress: Callable[[str], None] = lambda _: None) -> FsckReport:
+async def fsck(
+    stores: Stores, progress: Callable[[str], None] = lambda _: None, lazy: Callable[[str], bool] = lambda _: False
+) -> FsckReport:
+    """``lazy(repository)``: whether the repository is a cache namespace, whose manifests are stored
+    before their blobs and children (fetched when pulled, and evicted under a quota)."""
     report = FsckReport()
+    not_fetched = 0
     known: set[str] = set()
     for digest, size in await stores.metadata.all_blobs():
         known.add(digest)
@@ -68,12 +73,21 @@ async def fsck(stores: Stores, progress: Callable[[str], None] = lambda _: None)
         except RegistryError as exc:
             report.problems.append(f"manifest {repository}@{digest}: {exc.message}")
             continue
+        cached = lazy(repository)
         for d in parsed.required_blobs:
             if d.digest not in linked.get(repository, set()):
-                report.problems.append(f"manifest {repository}@{digest}: blob {d.digest} not linked in the repository")
+                if cached:
+                    not_fetched += 1
+                else:
+                    report.problems.append(f"manifest {repository}@{digest}: blob {d.digest} not linked in the repository")
         for d in parsed.manifests:
             if d.digest not in manifests_by_repo.get(repository, set()):
-                report.problems.append(f"manifest {repository}@{digest}: child manifest {d.digest} missing")
+                if cached:
+                    not_fetched += 1
+                else:
+                    report.problems.append(f"manifest {repository}@{digest}: child manifest {d.digest} missing")
+    if not_fetched:
+        report.notes.append(f"{not_fetched} reference(s) of cached manifests not fetched yet or evicted (fetched when pulled)")
     unreferenced = [str(d) for d in stores.blobs.iter_digests() if str(d) not in known]
     if unreferenced:
         report.notes.append(f"{len(unreferenced)} blob file(s) with no metadata (crash leftovers; harmless, never served)")

@@ -60,9 +60,20 @@ class ManifestService:
         return manifest
 
     async def put(
-        self, repository: str, reference: str, body: bytes, content_type: str | None, extra_tags: Sequence[str] = ()
+        self,
+        repository: str,
+        reference: str,
+        body: bytes,
+        content_type: str | None,
+        extra_tags: Sequence[str] = (),
+        *,
+        lazy: bool = False,
     ) -> PushedManifest:
-        """Store a manifest under ``reference`` (a tag or its digest) and ``extra_tags`` (``?tag=``), atomically."""
+        """Store a manifest under ``reference`` (a tag or its digest) and ``extra_tags`` (``?tag=``), atomically.
+
+        ``lazy`` is for manifests copied from an upstream by the cache: stored byte-exact like any
+        other, but their blobs and children need not be present yet (they are fetched on demand).
+        """
         validate_name(repository)
         tag_names = [validate_tag(t) for t in extra_tags]
         limit = self._s.settings.manifest_max_bytes
@@ -89,7 +100,7 @@ class ManifestService:
             children=tuple(d.digest for d in parsed.manifests),
         )
         await self._s.blobs.write(digest, body)
-        await self._s.metadata.put_manifest(repository, record, tag_names)
+        await self._s.metadata.put_manifest(repository, record, tag_names, lazy=lazy)
         return PushedManifest(str(digest), record.subject)
 
     async def delete(self, repository: str, reference: str) -> None:

@@ -142,6 +142,17 @@ class MetadataStore(SqlStore):
             await self._link(conn, await self._ensure_repository(conn, repository), digest)
             return size
 
+    async def references(self, repository: str, child: str) -> bool:
+        """Whether a manifest in ``repository`` references ``child`` (a blob or a child manifest)."""
+        query = (
+            select(manifest_references.c.digest)
+            .select_from(manifest_references.join(repositories, repositories.c.id == manifest_references.c.repository_id))
+            .where(repositories.c.name == repository, manifest_references.c.child == child)
+            .limit(1)
+        )
+        async with self._read() as conn:
+            return (await conn.execute(query)).first() is not None
+
     async def unlink_blob(self, repository: str, digest: str) -> bool:
         async with self._write() as conn:
             repo_id = await self._repository_id(conn, repository)
@@ -156,14 +167,19 @@ class MetadataStore(SqlStore):
 
     # ---- manifests and tags -----------------------------------------------------------------
 
-    async def put_manifest(self, repository: str, manifest: NewManifest, tag_names: Sequence[str] = ()) -> None:
+    async def put_manifest(
+        self, repository: str, manifest: NewManifest, tag_names: Sequence[str] = (), *, lazy: bool = False
+    ) -> None:
         """Record a manifest whose bytes are already durable, and point ``tag_names`` at it.
 
-        Every required reference must be present in the repository; all of it is one transaction.
+        Every required reference must be present in the repository, except for ``lazy`` (cached)
+        manifests, whose blobs and children are fetched from the upstream when first pulled.
+        All of it is one transaction.
         """
         async with self._write() as conn:
             repo_id = await self._ensure_repository(conn, repository)
-            await self._check_references(conn, repo_id, manifest)
+            if not lazy:
+                await self._check_references(conn, repo_id, manifest)
             await self._add_blob_row(conn, manifest.digest, manifest.size)
             await conn.execute(
                 self._insert(manifests)

@@ -163,3 +163,69 @@ audit_events = Table(
     Column("detail", Text, nullable=True),
     Index("ix_audit_events_at", "at"),
 )
+
+# ---- artifact cache (revision 0003) ------------------------------------------------------------
+
+credential_sets = Table(
+    "credential_sets",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("login_server", String(255), nullable=False),
+    Column("username", String(255), nullable=False),
+    Column("secret", Text, nullable=False),  # the password, Fernet-encrypted (cache/secrets.py)
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("last_login_at", DateTime(timezone=True), nullable=True),
+    Column("last_login_ok", Boolean, nullable=True),
+    Column("last_login_error", String(512), nullable=True),
+    Column("ratelimit_limit", Integer, nullable=True),
+    Column("ratelimit_remaining", Integer, nullable=True),
+    Column("ratelimit_at", DateTime(timezone=True), nullable=True),
+)
+
+cache_rules = Table(
+    "cache_rules",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("source", String(255), nullable=False),
+    Column("target", String(255), nullable=False, unique=True),
+    Column("credential_set", String(64), ForeignKey("credential_sets.name"), nullable=True),
+    Column("tag_ttl_seconds", Integer, nullable=False),
+    Column("eager_platforms", Boolean, nullable=False),
+    Column("insecure", Boolean, nullable=False),
+    Column("dockerhub_mirror", Boolean, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# When the cache last checked a tag (key "tag:<name>") or a referrers list (key "referrers:<digest>") upstream.
+cache_freshness = Table(
+    "cache_freshness",
+    metadata,
+    Column("repository", String(255), primary_key=True),
+    Column("key", String(160), primary_key=True),
+    Column("digest", DIGEST, nullable=True),
+    Column("checked_at", DateTime(timezone=True), nullable=False),
+)
+
+# Blobs the cache fetched from an upstream: what eviction weighs (size) and orders (last pull).
+cache_blobs = Table(
+    "cache_blobs",
+    metadata,
+    Column("digest", DIGEST, primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("fetched_at", DateTime(timezone=True), nullable=False),
+    Column("last_pulled_at", DateTime(timezone=True), nullable=False),
+    Index("ix_cache_blobs_last_pulled_at", "last_pulled_at"),
+)
+
+cache_pins = Table(
+    "cache_pins",
+    metadata,
+    Column("repository", String(255), primary_key=True),
+    Column("reference", String(160), primary_key=True),
+    Column("created_by", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)

@@ -101,6 +101,7 @@ def guarded_session(
     limit: int = 100,
     limit_per_host: int = 0,
     ssl: Any = True,
+    keepalive_timeout: float = 15.0,
     **session_options: Any,
 ) -> aiohttp.ClientSession:
     """A new ``ClientSession`` whose every connection passes the outbound guard.
@@ -118,7 +119,9 @@ def guarded_session(
     if allow_private is None:
         allow_private = bool(getattr(settings, "allow_private_upstreams", False))
     guard = OutboundGuard(allow_private=allow_private)
-    connector = GuardedConnector(guard, resolver=resolver, limit=limit, limit_per_host=limit_per_host, ssl=ssl)
+    connector = GuardedConnector(
+        guard, resolver=resolver, limit=limit, limit_per_host=limit_per_host, ssl=ssl, keepalive_timeout=keepalive_timeout
+    )
     headers = {"User-Agent": USER_AGENT, **(session_options.pop("headers", None) or {})}
     session_options.setdefault("timeout", DEFAULT_TIMEOUT)
     return aiohttp.ClientSession(connector=connector, headers=headers, trust_env=False, **session_options)

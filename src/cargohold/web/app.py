@@ -12,14 +12,17 @@ import ipaddress
 from aiohttp import web
 
 from ..auth.service import AuthService
+from ..cache.evict import evict_forever
+from ..cache.service import CacheService
 from ..config import Settings
 from ..registry.service import Registry
-from . import api, token
+from . import api, metrics, token
 from .auth import allow_list, v2_auth_middleware
 from .errors import API_VERSION_HEADER, error_middleware
-from .keys import AUTH, REGISTRY, SETTINGS
+from .keys import AUTH, CACHE, REGISTRY, SETTINGS
 from .v2 import routes as v2_routes
 from .v2.blobs import digest_etag
+from .v2.cache import cache_routing
 
 log = logging.getLogger("cargohold")
 
@@ -29,6 +32,16 @@ async def _on_prepare(request: web.Request, response: web.StreamResponse) -> Non
         response.headers[API_VERSION_HEADER[0]] = API_VERSION_HEADER[1]
         digest_etag(response)
 
+
+
+async def _flush_pulls_forever(cache: CacheService, interval: float = 5.0) -> None:
+    """Last-pull times of cache hits are batched in memory; eviction reads them from the database."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await cache.flush_pulls()
+        except Exception:
+            log.exception("recording cache pulls failed")
 
 
 async def _purge_forever(registry: Registry, interval: float) -> None:
@@ -45,7 +58,7 @@ async def _purge_forever(registry: Registry, interval: float) -> None:
 
 def create_app(settings: Settings) -> web.Application:
     # Only manifest PUTs read a whole body; blob uploads stream and are not bound by this.
-    middlewares = [error_middleware]
+    middlewares = [error_middleware, cache_routing]
     if settings.allowed_clients:
         middlewares.insert(0, allow_list([ipaddress.ip_network(c, strict=False) for c in settings.allowed_clients]))
     if settings.auth:
@@ -56,6 +69,7 @@ def create_app(settings: Settings) -> web.Application:
     if settings.auth:
         token.add_routes(app)
     api.add_routes(app)  # /api/v1; without auth only openapi.json answers, the rest is 404
+    metrics.add_routes(app)
     app.on_response_prepare.append(_on_prepare)
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
@@ -63,11 +77,20 @@ def create_app(settings: Settings) -> web.Application:
         app[REGISTRY] = registry
         if settings.auth:
             app[AUTH] = AuthService.open(settings, registry.stores)
-        task = asyncio.create_task(_purge_forever(registry, settings.upload_purge_interval_seconds))
+        cache = CacheService.open(settings, registry)
+        app[CACHE] = cache
+        tasks = [
+            asyncio.create_task(_purge_forever(registry, settings.upload_purge_interval_seconds)),
+            asyncio.create_task(_flush_pulls_forever(cache)),
+            asyncio.create_task(evict_forever(cache, settings.cache_evict_interval_seconds)),
+        ]
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await cache.close()
         await registry.close()
 
     app.cleanup_ctx.append(lifetime)

@@ -39,6 +39,7 @@ STATUS: dict[type[e.RegistryError], int] = {
     e.PaginationNumberInvalid: 400,
     e.TooManyRequests: 429,
     e.StorageFailure: 500,
+    e.UpstreamFailed: 502,
 }
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..auth.service import AuthService
+from ..cache.service import CacheService
 from ..config import Settings
 from ..registry.service import Registry
 
 SETTINGS = web.AppKey("settings", Settings)
 REGISTRY = web.AppKey("registry", Registry)
 AUTH = web.AppKey("auth", AuthService)
+CACHE = web.AppKey("cache", CacheService)

@@ -14,15 +14,19 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from ..config import Settings
 from .worker import SETTINGS_ENV, configure_logging, server_ssl_context
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus_client in the workers (cache/metrics.py)
 
 log = logging.getLogger("cargohold")
 
@@ -69,6 +73,14 @@ def _warn_if_exposed(settings: Settings) -> None:
         )
 
 
+def _fresh_metrics_dir(settings: Settings) -> Path:
+    """Workers count into files here (prometheus_client multiprocess mode); counts start at zero per server start."""
+    path = settings.data_dir.resolve() / "metrics"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
 def _child(mode: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "cargohold.web.worker", mode], env=env)
 
@@ -79,6 +91,7 @@ def serve(settings: Settings) -> None:
     _check_tls(settings)
     env = dict(os.environ)
     env[SETTINGS_ENV] = json.dumps(settings.model_dump(mode="json"))
+    env[MULTIPROC_ENV] = str(_fresh_metrics_dir(settings))
     if _child("prepare", env).wait() != 0:
         raise StartupFailed("start-up preparation (database migration) failed; see the log above")
     _warn_if_exposed(settings)

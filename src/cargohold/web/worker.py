@@ -62,6 +62,11 @@ def configure_logging(level: str) -> None:
         format=f"%(asctime)s %(levelname)s [{os.getpid()}] %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # Database drivers log statements with their bound values at INFO and DEBUG (SQLAlchemy's engine
+    # logs SQL once its logger is enabled for INFO): password hashes and sealed upstream credentials
+    # would end up in the log. Only their warnings and errors are worth that risk.
+    for noisy in ("aiosqlite", "sqlalchemy", "asyncpg"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 async def _prepare(settings: "Settings") -> None:

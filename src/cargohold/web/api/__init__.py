@@ -1,4 +1,5 @@
-"""``/api/v1``: the management API (users, robot tokens, scope maps, refresh tokens, keys, audit).
+"""``/api/v1``: the management API (users, robot tokens, scope maps, refresh tokens, keys, audit, cache rules,
+credential sets).
 
 One small module per resource; each lists its operations, and this route
 table is all the router and the OpenAPI document know about.
@@ -8,8 +9,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import audit, keys, me, openapi, refresh_tokens, scope_maps, tokens, users
-from .common import API_PREFIX, Operation, endpoint
+from . import audit, cache, cache_rules, credential_sets, keys, me, openapi, refresh_tokens, scope_maps, tokens, users
+from .common import API_PREFIX, Operation, endpoint, served_without_auth
 
 RESOURCES: list[Operation] = [
     *me.OPERATIONS,
@@ -19,6 +20,9 @@ RESOURCES: list[Operation] = [
     *audit.OPERATIONS,
     *refresh_tokens.OPERATIONS,
     *keys.OPERATIONS,
+    *served_without_auth(cache_rules.OPERATIONS),
+    *served_without_auth(credential_sets.OPERATIONS),
+    *served_without_auth(cache.OPERATIONS),
 ]
 OPERATIONS: list[Operation] = [*RESOURCES, openapi.operation(RESOURCES)]
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
@@ -27,13 +27,17 @@ from ...auth.errors import AuthenticationRequired, InvalidName, InvalidToken
 from ...auth.scopes import InvalidRule, Principal
 from ...auth.secrets import WeakPassword
 from ...auth.service import NAME_PATTERN, RESERVED_IDENTITY_NAMES, AuthService
+from ...cache import rules as cache_rules
+from ...cache.admin import CredentialSetMismatch, InvalidCredentialSet, UpstreamNotAllowed
 from ...oci.errors import RegistryError
+from ...store.cache import UnknownCredentialSet
 from ...store.identities import AlreadyExists, InUse, LastAdmin, UnknownScopeMap
 from ..auth import client_address, resolve_access
 from ..errors import error_response_for, problem_response
 from ..keys import AUTH
 
 API_PREFIX = "/api/v1"
+LOCAL_OPERATOR = Principal("user", "local", admin=True)  # the caller when auth is off
 BASIC_CHALLENGE = 'Basic realm="cargohold"'
 _NAME = re.compile(NAME_PATTERN)
 
@@ -103,6 +107,11 @@ class Call:
     def client(self) -> str:
         return client_address(self.request)
 
+    async def audit(self, action: str, target: str, outcome: str = "ok", detail: dict[str, Any] | None = None) -> None:
+        """Record an admin action; without auth (``--no-auth``) there is no audit log to write to."""
+        if self.auth is not None:
+            await self.auth.audit(self.actor, self.client, action, target, outcome, detail)
+
     def name(self, kind: str) -> str:
         """The ``{name}`` path parameter; a name outside the grammar names nothing (404)."""
         value = self.request.match_info["name"]
@@ -134,6 +143,14 @@ class Operation:
     location: bool = False  # a 201 answer names the new resource in Location
     description: str = ""
     path_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Served with auth off too (the loopback-only --no-auth mode), where every caller is the local operator.
+    # Identity operations are not: without auth there are no identities.
+    without_auth: bool = False
+
+
+def served_without_auth(operations: list[Operation]) -> list[Operation]:
+    """The same operations, also answered when auth is off (cache management needs no identities)."""
+    return [replace(op, without_auth=True) for op in operations]
 
 
 # ---- errors ----------------------------------------------------------------------------------------
@@ -172,6 +189,12 @@ _PROBLEMS: tuple[tuple[type[Exception], int, str], ...] = (
     (WeakPassword, 422, "WEAK_PASSWORD"),
     (InvalidRule, 422, "INVALID_RULE"),
     (InvalidName, 422, "INVALID_NAME"),
+    (cache_rules.RuleConflict, 409, "RULE_CONFLICT"),
+    (cache_rules.InvalidRule, 422, "INVALID_CACHE_RULE"),
+    (UnknownCredentialSet, 422, "UNKNOWN_CREDENTIAL_SET"),
+    (CredentialSetMismatch, 422, "CREDENTIAL_SET_MISMATCH"),
+    (InvalidCredentialSet, 422, "INVALID_CREDENTIAL_SET"),
+    (UpstreamNotAllowed, 422, "UPSTREAM_NOT_ALLOWED"),
 )
 
 
@@ -276,6 +299,13 @@ def endpoint(op: Operation) -> Callable[[web.Request], Awaitable[web.StreamRespo
             auth = request.app.get(AUTH)
             if op.access == "public":
                 return await op.handler(Call(request, auth, Principal("anonymous", "anonymous")))  # type: ignore[arg-type]
+            if auth is None and op.without_auth:
+                call = Call(request, auth, LOCAL_OPERATOR)  # type: ignore[arg-type]
+                if op.query is not None:
+                    call.query = _parse_query(request, op.query)
+                if op.body is not None:
+                    call.body = await _parse_body(request, op.body)
+                return await op.handler(call)
             if auth is None:
                 raise ApiError(
                     404, "Not found",

@@ -7,12 +7,18 @@ from aiohttp import web
 from ...oci.errors import ManifestTooLarge, ManifestUnknown
 from ...registry.manifests import accepts, is_digest_reference
 from ..keys import SETTINGS
+from .cache import CACHE_HEADER, cache_route, cache_service, refuse_writes
 from .common import audit, name, registry
 
 
 async def get_manifest(request: web.Request) -> web.Response:
     reference = request.match_info["reference"]
-    manifest = await registry(request).manifests.get(name(request), reference)
+    route = cache_route(request)
+    result = None
+    if route is not None:
+        manifest, result = await cache_service(request).manifest(route, reference)
+    else:
+        manifest = await registry(request).manifests.get(name(request), reference)
     # Clients such as skopeo send one Accept header per media type: they all count (RFC 9110 §5.3).
     if not is_digest_reference(reference) and not accepts(",".join(request.headers.getall("Accept", ())), manifest.media_type):
         # Never converted (bytes are sacred): a client that cannot take this type is told so.
@@ -25,6 +31,8 @@ async def get_manifest(request: web.Request) -> web.Response:
         "Docker-Content-Digest": manifest.digest,
         "ETag": f'"{manifest.digest}"',
     }
+    if result is not None:
+        headers[CACHE_HEADER] = result
     if request.method == "HEAD":
         headers["Content-Length"] = str(len(manifest.body))
         return web.Response(headers=headers)
@@ -32,6 +40,7 @@ async def get_manifest(request: web.Request) -> web.Response:
 
 
 async def put_manifest(request: web.Request) -> web.Response:
+    refuse_writes(request)
     repository, reference = name(request), request.match_info["reference"]
     limit = request.app[SETTINGS].manifest_max_bytes
     if (request.content_length or 0) > limit:
@@ -61,6 +70,7 @@ async def put_manifest(request: web.Request) -> web.Response:
 
 
 async def delete_manifest(request: web.Request) -> web.Response:
+    refuse_writes(request)
     repository, reference = name(request), request.match_info["reference"]
     await registry(request).manifests.delete(repository, reference)
     await audit(request, "manifest.delete", f"{repository}:{reference}" if ":" not in reference else f"{repository}@{reference}")

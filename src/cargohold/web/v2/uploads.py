@@ -6,6 +6,7 @@ from aiohttp import web
 
 from ...auth.scopes import READ
 from ...oci.errors import DigestInvalid
+from .cache import refuse_writes
 from .common import access, body_stream, content_length, content_range, name, registry, upload_range
 
 
@@ -26,6 +27,7 @@ def _created(repository: str, digest: str) -> web.Response:
 
 
 async def start_upload(request: web.Request) -> web.Response:
+    refuse_writes(request)
     reg, repository = registry(request), name(request)
     query = request.query
     mount, source = query.get("mount"), query.get("from")

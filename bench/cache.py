@@ -1,0 +1,810 @@
+#!/usr/bin/env python3
+"""Pull-through cache: cargohold vs pulling from the upstream directly vs docker-registry in proxy mode.
+
+One upstream docker-registry (CNCF Distribution, loopback) holds fresh images
+of ``LAYERS`` random, incompressible layers of ``LAYER_MIB`` MiB each (plus a
+small config). In front of it, each started fresh in a temporary directory:
+
+* cargohold, auth on (2 workers by default), with a cache rule
+  ``<upstream>/library/* → hub/*`` — and a second rule ``counted/*`` whose
+  source is the counting proxy below;
+* docker-registry in proxy mode (``proxy: remoteurl:``) on the upstream — and a
+  second one on the counting proxy;
+* a counting reverse proxy (``--counting-proxy``: this file, run as a
+  separate process so that it takes no CPU from the clients' interpreter)
+  that streams everything to the upstream and counts GETs per blob digest.
+
+Every "pull" fetches the manifest, then every blob, as a client does: with
+skopeo (``skopeo copy docker://… dir:…``, a real client, whose own overhead
+is large on this machine) and with an aiohttp client (manifest, then the
+blobs 5 at a time, bytes kept in memory and hashed after the clock stops).
+cargohold is pulled with a Bearer pull token fetched beforehand (admin's
+Basic credentials → ``/token``): what a client holds after ``login``;
+the upstream and the proxies have no auth. Each round pushes a new image
+per client, so every cold pull is cold: direct pull, then (in alternating
+order) cargohold cold + warm and proxy cold + warm. The timing figures go
+to the upstream directly; only the concurrency figure goes through the
+counter (for both servers alike): 20 concurrent cold pulls of one fresh
+image, upstream GETs per blob.
+
+Every pull is checked byte for byte (manifest and every blob against their
+digests); a wrong byte is a non-zero exit. The results are printed as a table
+and merged into ``bench/results/latest.json`` under ``"cache"`` (other keys
+kept). Everything started is stopped and the temporary directory removed at
+the end; a watchdog ends the run after ``--deadline`` seconds.
+
+Usage: ``.venv/bin/python bench/cache.py [--rounds 5] [--quick] [--keep]``
+(``make bench`` runs it after ``bench/run.py``, which rewrites the JSON file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+MiB = 1 << 20
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+ACCEPT = f"{OCI_MANIFEST}, {DOCKER_MANIFEST}"  # what pulling clients send (and more)
+SKOPEO = shutil.which("skopeo") or "/usr/bin/skopeo"
+DOCKER_REGISTRY = shutil.which("docker-registry") or "/usr/bin/docker-registry"
+LAYERS = 5
+PARALLEL = 5  # blobs a client fetches at once
+CONCURRENT = 20  # cold pulls at once, for the upstream-GET count
+PULL_TIMEOUT = 60.0
+COLD_TARGET = 1.15
+WARM_TARGET = 1 / 1.3  # bench/run.py's blob GET target (≥ 1.3× docker-registry's throughput), as a time ratio
+BLOB_PATH = re.compile(r"^/v2/(?P<repo>.+)/blobs/(?P<digest>[a-z0-9]+:[a-f0-9]+)$")
+MANIFEST_PATH = re.compile(r"^/v2/(?P<repo>.+)/manifests/(?P<ref>[^/]+)$")
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+class WrongBytes(BenchError):
+    """A pull returned bytes that do not match their digest: always fatal."""
+
+
+def log(message: str) -> None:
+    print(f"[bench cache {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- counting reverse proxy (its own process)
+
+
+def counting_proxy(port: int, upstream: str) -> None:
+    """Stream every request to ``upstream``; count GETs per blob digest and per manifest. ``/__counts`` reports."""
+    from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
+
+    blob_gets: Counter[str] = Counter()
+    manifest_gets: Counter[str] = Counter()
+    other: Counter[str] = Counter()
+    state = {"active": 0, "last": time.monotonic()}
+    hop = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-authorization", "host"}
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if request.path == "/__counts":
+            return web.json_response({"blob_gets": blob_gets, "manifest_gets": manifest_gets, "other": other,
+                                      "active": state["active"], "idle_s": time.monotonic() - state["last"]})
+        state["active"] += 1
+        try:
+            if request.method == "GET" and (m := BLOB_PATH.match(request.path)):
+                blob_gets[m["digest"]] += 1
+            elif request.method == "GET" and (m := MANIFEST_PATH.match(request.path)):
+                manifest_gets[f"{m['repo']}:{m['ref']}"] += 1
+            else:
+                other[f"{request.method} {re.sub(r'[a-f0-9]{64}', '…', request.path)}"] += 1
+            # A list, not a dict: clients repeat headers (Go sends one Accept line per media type).
+            headers = [(k, v) for k, v in request.headers.items() if k.lower() not in hop]
+            body = await request.read() if request.can_read_body else None
+            async with http.request(request.method, upstream + request.path_qs, headers=headers, data=body,
+                                    allow_redirects=False) as up:
+                response = web.StreamResponse(status=up.status, reason=up.reason)
+                for k, v in up.headers.items():
+                    if k.lower() not in hop:
+                        response.headers.add(k, v)
+                await response.prepare(request)
+                if request.method != "HEAD":
+                    async for chunk in up.content.iter_any():
+                        await response.write(chunk)
+                await response.write_eof()
+                return response
+        finally:
+            state["active"] -= 1
+            state["last"] = time.monotonic()
+
+    async def main() -> None:
+        nonlocal http
+        http = ClientSession(connector=TCPConnector(limit=0), timeout=ClientTimeout(total=None, sock_read=60),
+                             auto_decompress=False, trust_env=False, skip_auto_headers=("Accept-Encoding", "User-Agent"))
+        app = web.Application(client_max_size=1 << 30)
+        app.router.add_route("*", "/{tail:.*}", handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        print("ready", flush=True)
+        await asyncio.Event().wait()
+
+    http: Any = None
+    asyncio.run(main())
+
+
+# ---------------------------------------------------------------- servers
+
+
+def free_port() -> int:
+    from servers import free_port as fp
+
+    return fp()
+
+
+@dataclass
+class ProxyRegistry:
+    """docker-registry (CNCF Distribution) in pull-through proxy mode for ``remote``."""
+
+    root: Path
+    remote: str
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    def start(self) -> ProxyRegistry:
+        from servers import wait_ready
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        config = self.root / "config.yml"
+        config.write_text(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {self.root / 'data'}\n"
+            f"http:\n  addr: {self.host}\nproxy:\n  remoteurl: {self.remote}\n"
+        )
+        out = open(self.root / "registry.log", "ab")
+        self.proc = subprocess.Popen([DOCKER_REGISTRY, "serve", str(config)], stdout=out, stderr=subprocess.STDOUT)
+        wait_ready(self.url, self.proc)  # type: ignore[arg-type]
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+# ---------------------------------------------------------------- images
+
+
+@dataclass(frozen=True)
+class Image:
+    repo: str  # upstream repository, "library/<name>"
+    tag: str
+    manifest: bytes
+    digest: str
+    blobs: tuple[tuple[str, int], ...]  # (digest, size): config first, then the layers
+
+    @property
+    def name(self) -> str:
+        return self.repo.split("/", 1)[1]
+
+    @property
+    def total(self) -> int:
+        return sum(size for _, size in self.blobs)
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def push_image(http: Any, upstream: str, repo: str, tag: str, layer_size: int) -> Image:
+    """Random layers (incompressible) and a small config, pushed with POST + PUT ?digest=, then the OCI manifest by tag."""
+    kind, config_type, layer_type = OCI_MANIFEST, OCI_CONFIG, OCI_LAYER
+
+    def push(data: bytes) -> str:
+        digest = sha256(data)
+        r = http.post(f"{upstream}/v2/{repo}/blobs/uploads/", timeout=30)
+        if r.status_code != 202:
+            raise BenchError(f"upstream: opening an upload gave HTTP {r.status_code}: {r.text[:200]}")
+        location = r.headers["Location"]
+        location = location if location.startswith("http") else upstream + location
+        r = http.put(f"{location}{'&' if '?' in location else '?'}digest={digest}", data=data,
+                     headers={"Content-Type": "application/octet-stream"}, timeout=60)
+        if r.status_code != 201:
+            raise BenchError(f"upstream: finishing an upload gave HTTP {r.status_code}: {r.text[:200]}")
+        return digest
+
+    layers = []
+    for _ in range(LAYERS):
+        data = os.urandom(layer_size)
+        layers.append((push(data), len(data)))
+        del data
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/sh"]},
+                         "rootfs": {"type": "layers", "diff_ids": [d for d, _ in layers]}}).encode()
+    config_digest = push(config)
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": kind,
+        "config": {"mediaType": config_type, "digest": config_digest, "size": len(config)},
+        "layers": [{"mediaType": layer_type, "digest": d, "size": s} for d, s in layers],
+    }, indent=2).encode()
+    r = http.put(f"{upstream}/v2/{repo}/manifests/{tag}", data=manifest, headers={"Content-Type": kind}, timeout=30)
+    if r.status_code != 201:
+        raise BenchError(f"upstream: manifest PUT gave HTTP {r.status_code}: {r.text[:200]}")
+    return Image(repo, tag, manifest, sha256(manifest), ((config_digest, len(config)), *layers))
+
+
+# ---------------------------------------------------------------- clients
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where to pull an image from: base URL, how the upstream's ``library/<name>`` is called there, credentials."""
+
+    label: str
+    url: str
+    prefix: str  # "library" (upstream, docker-registry proxy) or the cache rule's target ("hub", "counted")
+    token: Callable[[list[str]], str] | None = None  # repositories → Bearer token (cargohold)
+
+    @property
+    def host(self) -> str:
+        return self.url.removeprefix("http://")
+
+    def repo(self, image: Image) -> str:
+        return f"{self.prefix}/{image.name}"
+
+
+def check_manifest(place: Place, image: Image, body: bytes) -> None:
+    if body != image.manifest:
+        raise WrongBytes(f"{place.label}: the manifest of {image.repo}:{image.tag} came back different "
+                         f"({len(body)} bytes, {sha256(body)}; expected {image.digest})")
+
+
+async def _pull(place: Place, image: Image, token: str | None, keep: bool) -> tuple[float, dict[str, Any]]:
+    """Manifest, then every blob ``PARALLEL`` at a time; wall seconds. Bytes checked after the clock stops (``keep``)
+    or hashed as they arrive (not ``keep``: for many pulls at once, whose bytes would not fit in memory)."""
+    import aiohttp
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    repo = place.repo(image)
+    got: dict[str, list[bytes]] = {}
+    hashed: dict[str, tuple[str, int]] = {}
+    limit = asyncio.Semaphore(PARALLEL)
+    timeout = aiohttp.ClientTimeout(total=PULL_TIMEOUT)
+    async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False, trust_env=False,
+                                     connector=aiohttp.TCPConnector(limit=PARALLEL + 1)) as http:
+
+        async def blob(digest: str) -> None:
+            async with limit, http.get(f"{place.url}/v2/{repo}/blobs/{digest}", headers=headers) as r:
+                if r.status != 200:
+                    raise BenchError(f"{place.label}: GET blob {repo}@{digest} gave HTTP {r.status}: {(await r.text())[:200]}")
+                if keep:
+                    chunks = got[digest] = []
+                    async for chunk in r.content.iter_any():
+                        chunks.append(chunk)
+                else:
+                    h, n = hashlib.sha256(), 0
+                    async for chunk in r.content.iter_any():
+                        h.update(chunk)
+                        n += len(chunk)
+                    hashed[digest] = ("sha256:" + h.hexdigest(), n)
+
+        t0 = time.perf_counter()
+        async with http.get(f"{place.url}/v2/{repo}/manifests/{image.tag}", headers={**headers, "Accept": ACCEPT}) as r:
+            if r.status != 200:
+                raise BenchError(f"{place.label}: GET manifest {repo}:{image.tag} gave HTTP {r.status}: {(await r.text())[:200]}")
+            body = await r.read()
+            cache = r.headers.get("X-Cache")
+        check_manifest(place, image, body)
+        await asyncio.gather(*(blob(d) for d, _ in image.blobs))
+        wall = time.perf_counter() - t0
+    for digest, size in image.blobs:
+        if keep:
+            h = hashlib.sha256()
+            n = 0
+            for chunk in got.pop(digest):
+                h.update(chunk)
+                n += len(chunk)
+            actual = ("sha256:" + h.hexdigest(), n)
+        else:
+            actual = hashed[digest]
+        if actual != (digest, size):
+            raise WrongBytes(f"{place.label}: blob {repo}@{digest} came back as {actual[1]} bytes hashing to {actual[0]} "
+                             f"(expected {size} bytes): WRONG BYTES")
+    return wall, {"manifest_x_cache": cache}
+
+
+def pull_aiohttp(place: Place, image: Image) -> float:
+    token = place.token([place.repo(image)]) if place.token else None
+    wall, _ = asyncio.run(_pull(place, image, token, keep=True))
+    return wall
+
+
+def pull_many(place: Place, image: Image, count: int) -> tuple[float, list[str]]:
+    """``count`` pulls of one image at once (one event loop): wall seconds until the last one ended, and the
+    errors of those that failed (an HTTP error is reported, not fatal: docker-registry's proxy mode has races;
+    wrong bytes are fatal)."""
+    token = place.token([place.repo(image)]) if place.token else None
+
+    async def all_at_once() -> tuple[float, list[BaseException | Any]]:
+        t0 = time.perf_counter()
+        outcomes = await asyncio.gather(*(_pull(place, image, token, keep=False) for _ in range(count)), return_exceptions=True)
+        return time.perf_counter() - t0, outcomes
+
+    wall, outcomes = asyncio.run(all_at_once())
+    for outcome in outcomes:
+        if isinstance(outcome, WrongBytes) or (isinstance(outcome, BaseException) and not isinstance(outcome, Exception)):
+            raise outcome
+    return wall, [f"{type(o).__name__}: {o}"[:300] for o in outcomes if isinstance(o, BaseException)]
+
+
+def pull_skopeo(place: Place, image: Image, out: Path) -> float:
+    """``skopeo copy docker://… dir:out`` (timed), then every file checked against its digest (not timed)."""
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [SKOPEO, "copy", "--quiet", "--src-tls-verify=false"]
+    if place.token:
+        cmd += ["--src-registry-token", place.token([place.repo(image)])]
+    cmd += [f"docker://{place.host}/{place.repo(image)}:{image.tag}", f"dir:{out}"]
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    t0 = time.perf_counter()
+    try:
+        p = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=PULL_TIMEOUT, env=env)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"{place.label}: skopeo copy did not finish in {PULL_TIMEOUT:.0f} s") from None
+    wall = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise BenchError(f"{place.label}: skopeo copy failed ({p.returncode}): {p.stderr.strip()[-500:]}")
+    check_manifest(place, image, (out / "manifest.json").read_bytes())
+    for digest, size in image.blobs:
+        path = out / digest.split(":", 1)[1]
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(4 * MiB):
+                h.update(chunk)
+        if "sha256:" + h.hexdigest() != digest or path.stat().st_size != size:
+            raise WrongBytes(f"{place.label}: skopeo wrote {path.stat().st_size} bytes hashing to sha256:{h.hexdigest()} "
+                             f"for {digest} ({size} bytes): WRONG BYTES")
+    shutil.rmtree(out, ignore_errors=True)
+    return wall
+
+
+# ---------------------------------------------------------------- measurement helpers
+
+
+def prime_rules(url: str, prefix: str, token: str) -> None:
+    """Make every cargohold worker load the cache rules before anything is measured.
+
+    Works around a race in ``CacheService.rules()``: a worker marks the new rule generation as
+    seen *before* its reload from the database finishes, so requests that arrive meanwhile
+    are routed with the old (here: empty) rule set and answer 404 BLOB_UNKNOWN. Concurrent
+    probes on fresh connections reach every worker; a routed probe of a digest the upstream
+    lacks says "has no blob", an unrouted one "blob unknown to registry".
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    probe = f"{url}/v2/{prefix}/prime/blobs/sha256:{'0' * 64}"
+
+    def one(_: int) -> str:
+        with requests.Session() as http:
+            http.trust_env = False
+            r = http.get(probe, headers={"Authorization": f"Bearer {token}", "Connection": "close"}, timeout=30)
+            return f"{r.status_code} {r.text}"
+
+    clean = 0
+    with ThreadPoolExecutor(8) as pool:
+        for _ in range(20):
+            answers = list(pool.map(one, range(16)))
+            clean = clean + 1 if all("has no blob" in a for a in answers) else 0
+            if clean == 2:
+                return
+    raise BenchError(f"cargohold: {prefix}/* is still not routed to the upstream by every worker: {answers[:2]}")
+
+
+def settle() -> None:
+    """Write back dirty pages (the previous pull's writes, a push) so that they are not the next pull's I/O."""
+    os.sync()
+    time.sleep(0.1)
+
+
+def spread(values: list[float]) -> dict[str, Any]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "rounds": values}
+
+
+def wait_quiet(counter_url: str, http: Any, timeout: float = 30) -> dict[str, Any]:
+    """The counter's figures once no request is in flight and none came for 1 s (a proxy may still be filling)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        counts = http.get(f"{counter_url}/__counts", timeout=5).json()
+        if counts["active"] == 0 and counts["idle_s"] >= 1.0:
+            return counts
+        if time.monotonic() > deadline:
+            raise BenchError(f"the counting proxy still had {counts['active']} requests in flight after {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+class CpuMeter:
+    """CPU seconds of a process tree between entry and exit (diagnostics: where the time goes)."""
+
+    def __init__(self, pid: int) -> None:
+        import psutil
+
+        self.root = psutil.Process(pid)
+        self.seconds = 0.0
+
+    def _now(self) -> float:
+        import psutil
+
+        total = 0.0
+        for p in [self.root, *self.root.children(recursive=True)]:
+            try:
+                t = p.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += t.user + t.system
+        return total
+
+    def __enter__(self) -> CpuMeter:
+        self._start = self._now()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = self._now() - self._start
+
+
+# ---------------------------------------------------------------- report
+
+
+@dataclass
+class Row:
+    figure: str
+    unit: str
+    ours: float
+    peer: float
+    peer_label: str
+    ratio: float
+    target: str
+    verdict: bool | None
+    ours_spread: str = ""
+    ratio_spread: str = ""
+
+
+def fmt(value: float) -> str:
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.3f}" if value < 1 else f"{value:.2f}"
+
+
+def print_table(rows: list[Row]) -> None:
+    header = ("figure", "unit", "cargohold", "peer", "peer is", "ratio", "ratio range", "target", "result")
+    table = [header] + [
+        (r.figure, r.unit, fmt(r.ours) + (f" ({r.ours_spread})" if r.ours_spread else ""), fmt(r.peer), r.peer_label,
+         f"{r.ratio:.2f}×", r.ratio_spread, r.target, "-" if r.verdict is None else ("met" if r.verdict else "NOT MET"))
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    right = {2, 3, 5}
+    for n, row in enumerate(table):
+        print("  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip())
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+    sys.stdout.flush()
+
+
+def paired(ours: list[float], peer: list[float]) -> tuple[float, str]:
+    """Median of the per-round ratios (each round's two pulls ran back to back) and their range."""
+    ratios = [a / b for a, b in zip(ours, peer)]
+    return statistics.median(ratios), f"{min(ratios):.2f}–{max(ratios):.2f}"
+
+
+def timing_row(figure: str, ours: list[float], peer: list[float], peer_label: str, target: float | None) -> Row:
+    ratio, ratio_spread = paired(ours, peer)
+    return Row(figure, "s", statistics.median(ours), statistics.median(peer), peer_label, ratio,
+               "" if target is None else f"≤ {target:.2f}×", None if target is None else ratio <= target,
+               f"{min(ours):.3f}–{max(ours):.3f}", ratio_spread)
+
+
+# ---------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rounds", type=int, default=None, help="rounds of cold/warm pulls, median reported (default 5; 3 with --quick)")
+    p.add_argument("--layer-mib", type=int, default=20, help="size of each of the 5 layers in MiB (default 20)")
+    p.add_argument("--concurrent", type=int, default=CONCURRENT, help="cold pulls at once for the upstream-GET count (default 20)")
+    p.add_argument("--workers", type=int, default=2, help="cargohold worker processes (default 2, the server's default)")
+    p.add_argument("--no-skopeo", action="store_true", help="only the aiohttp client")
+    p.add_argument("--quick", action="store_true", help="fewer rounds")
+    p.add_argument("--deadline", type=float, default=240, help="abort the run after this many seconds (default 240)")
+    p.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "latest.json",
+                   help="JSON results file; the figures go under its \"cache\" key, other keys are kept")
+    p.add_argument("--keep", action="store_true", help="keep the temporary directory (servers' data and logs)")
+    p.add_argument("--counting-proxy", nargs=2, metavar=("PORT", "UPSTREAM"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.rounds is None:
+        args.rounds = 3 if args.quick else 5
+    if args.rounds < 1 or args.layer_mib < 1 or args.concurrent < 1:
+        p.error("--rounds, --layer-mib and --concurrent must be positive")
+    return args
+
+
+class Deadline(BaseException):
+    """Raised by the watchdog (SIGALRM): not an Exception, so that no handler swallows it."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.counting_proxy:
+        counting_proxy(int(args.counting_proxy[0]), args.counting_proxy[1])
+        return 0
+    clients = ["aiohttp"] if args.no_skopeo else ["aiohttp", "skopeo"]
+    for tool in (DOCKER_REGISTRY, *([SKOPEO] if "skopeo" in clients else [])):
+        if not Path(tool).exists():
+            print(f"bench cache: {tool} is missing; `make system-deps` installs it", file=sys.stderr)
+            return 2
+
+    import psutil
+    import requests
+    from servers import DockerRegistry, Server
+
+    def on_alarm(*_: object) -> None:
+        raise Deadline(f"the cache bench did not finish in {args.deadline:.0f} s")
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` stops the servers
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(int(args.deadline))
+    tmp = Path(tempfile.mkdtemp(prefix="cargohold-bench-cache-"))
+    layer_size = args.layer_mib * MiB
+    started = time.monotonic()
+    upstream: DockerRegistry | None = None
+    cargohold: Server | None = None
+    proxies: list[ProxyRegistry] = []
+    counter: subprocess.Popen[str] | None = None
+    http = requests.Session()
+    http.trust_env = False
+    try:
+        images_needed = args.rounds * len(clients) + 1
+        if shutil.disk_usage(tmp).free < 5 * images_needed * LAYERS * layer_size:
+            raise BenchError(f"not enough free space in {tmp}")
+        busy_before = psutil.cpu_percent(interval=0.5)
+        log("starting the upstream docker-registry, the counting proxy, cargohold and two docker-registry proxies")
+        upstream = DockerRegistry(root=tmp / "upstream").start()
+        counter_port = free_port()
+        counter = subprocess.Popen([sys.executable, __file__, "--counting-proxy", str(counter_port), upstream.url],
+                                   stdout=subprocess.PIPE, text=True)
+        assert counter.stdout is not None
+        if counter.stdout.readline().strip() != "ready":
+            raise BenchError("the counting proxy did not start")
+        counter_url = f"http://127.0.0.1:{counter_port}"
+        cargohold = Server(data_dir=tmp / "cargohold" / "data", workers=args.workers, auth=True,
+                           extra_env={"CARGOHOLD_ALLOW_PRIVATE_UPSTREAMS": "1"}).start()
+        proxy = ProxyRegistry(tmp / "proxy", upstream.url).start()
+        proxies.append(proxy)
+        proxy_counted = ProxyRegistry(tmp / "proxy-counted", counter_url).start()
+        proxies.append(proxy_counted)
+        assert cargohold.proc is not None and upstream.proc is not None
+        admin = ("admin", cargohold.admin_password)
+        for name, host in (("hub", upstream.host), ("counted", f"127.0.0.1:{counter_port}")):
+            r = http.post(f"{cargohold.url}/api/v1/cache-rules", auth=admin, timeout=10,
+                          json={"name": name, "source": f"{host}/library/*", "target": f"{name}/*", "insecure": True})
+            if r.status_code != 201:
+                raise BenchError(f"cargohold: creating cache rule {name} gave HTTP {r.status_code}: {r.text[:300]}")
+
+        def token(repos: list[str]) -> str:
+            r = http.get(f"{cargohold.url}/token", auth=admin, timeout=30,
+                         params=[("service", "cargohold"), *(("scope", f"repository:{n}:pull") for n in repos)])
+            if r.status_code != 200 or not r.json().get("token"):
+                raise BenchError(f"cargohold: GET /token gave HTTP {r.status_code}: {r.text[:200]}")
+            return str(r.json()["token"])
+
+        direct = Place("upstream docker-registry (direct)", upstream.url, "library")
+        cached = Place("cargohold", cargohold.url, "hub", token)
+        counted = Place("cargohold via counter", cargohold.url, "counted", token)
+        dr_proxy = Place("docker-registry proxy", proxy.url, "library")
+        dr_counted = Place("docker-registry proxy via counter", proxy_counted.url, "library")
+        r = http.get(f"{cargohold.url}/v2/hub/x/manifests/latest", timeout=10)
+        if r.status_code != 401:
+            raise BenchError(f"cargohold: an anonymous GET gave HTTP {r.status_code}, not 401: is auth on?")
+        for prefix in ("hub", "counted"):
+            prime_rules(cargohold.url, prefix, token([f"{prefix}/prime"]))
+
+        # ---- figures 1-3a: cold and warm pulls, per client, per round
+        times: dict[tuple[str, str], list[float]] = {}
+        cpu: dict[tuple[str, str], list[float]] = {}
+
+        errors: list[dict[str, str]] = []
+
+        def timed(client: str, key: str, place: Place, image: Image) -> Image:
+            """One timed pull (two on an HTTP error); the image pulled (a fresh one when a cold pull had to be redone)."""
+            for attempt in (1, 2):
+                settle()
+                with CpuMeter(cargohold.proc.pid) as ch_cpu, CpuMeter(upstream.proc.pid) as up_cpu:  # type: ignore[union-attr]
+                    try:
+                        if client == "skopeo":
+                            wall = pull_skopeo(place, image, tmp / "out")
+                        else:
+                            wall = pull_aiohttp(place, image)
+                        break
+                    except WrongBytes:
+                        raise
+                    except BenchError as exc:
+                        # An HTTP error is a bug worth seeing, not a reason to lose the run: reported, and pulled
+                        # again once; a cold pull with a fresh image, since the failed one may have cached some blobs.
+                        errors.append({"client": client, "pull": key, "image": image.repo, "error": str(exc)[:500]})
+                        log(f"  {client:7} {key:14} FAILED, pulling again: {str(exc)[:300]}")
+                        if attempt == 2:
+                            raise
+                        if key.endswith(" cold"):
+                            image = push_image(http, upstream.url, f"{image.repo}-retry", image.tag, layer_size)  # type: ignore[union-attr]
+            times.setdefault((client, key), []).append(wall)
+            cpu.setdefault((client, key), []).append(ch_cpu.seconds)
+            cpu.setdefault((client, key + " (upstream CPU)"), []).append(up_cpu.seconds)
+            log(f"  {client:7} {key:14} {wall:.3f} s  (cargohold CPU {ch_cpu.seconds:.2f} s, upstream CPU {up_cpu.seconds:.2f} s)")
+            return image
+
+        for n in range(args.rounds):
+            for client in clients:
+                image = push_image(http, upstream.url, f"library/{client}-{n}", "v1", layer_size)
+                log(f"round {n + 1}/{args.rounds}, {client}: {image.repo}:{image.tag}, {image.total / MiB:.0f} MiB in {len(image.blobs)} blobs")
+                timed(client, "direct", direct, image)
+                pairs = [(cached, "cargohold"), (dr_proxy, "proxy")]
+                for place, key in pairs if n % 2 == 0 else pairs[::-1]:
+                    pulled = timed(client, f"{key} cold", place, image)
+                    timed(client, f"{key} warm", place, pulled)
+
+        # ---- figure 3b: upstream GETs per blob for CONCURRENT cold pulls of one fresh image, through the counter
+        image = push_image(http, upstream.url, "library/concurrent", "v1", layer_size)
+        concurrency: dict[str, Any] = {}
+        for place, key in ((counted, "cargohold"), (dr_counted, "proxy")):
+            before = wait_quiet(counter_url, http)
+            settle()
+            log(f"{args.concurrent} concurrent cold pulls of {image.repo}:{image.tag} through {place.label}")
+            wall, failures = pull_many(place, image, args.concurrent)
+            after = wait_quiet(counter_url, http)
+            gets = {d: after["blob_gets"].get(d, 0) - before["blob_gets"].get(d, 0) for d, _ in image.blobs}
+            manifests = sum(v - before["manifest_gets"].get(k, 0) for k, v in after["manifest_gets"].items()
+                            if k.endswith("/concurrent:v1") or k.startswith("library/concurrent:"))
+            if min(gets.values()) < 1 and len(failures) < args.concurrent:
+                raise BenchError(f"{place.label}: the counter saw no upstream GET for some blob: {gets}: is it in the path?")
+            concurrency[key] = {"wall_s": wall, "failed_pulls": len(failures), "failures": failures[:5], "blob_gets": gets, "max_gets_per_blob": max(gets.values()),
+                                "mean_gets_per_blob": statistics.mean(gets.values()), "manifest_gets": manifests,
+                                "other_requests": {k: v - before["other"].get(k, 0) for k, v in after["other"].items()
+                                                   if v - before["other"].get(k, 0)}}
+            log(f"  {wall:.2f} s; upstream GETs per blob {sorted(gets.values())}, manifest GETs {manifests}, "
+                f"{len(failures)} of {args.concurrent} pulls failed" + (f" (first: {failures[0]})" if failures else ""))
+        busy_after = psutil.cpu_percent(interval=0.5)
+
+        # ---- report
+        rows: list[Row] = []
+        mib = LAYERS * args.layer_mib
+        for client in clients:
+            t = {k: v for (c, k), v in times.items() if c == client}
+            what = "aiohttp, 5 blobs at a time" if client == "aiohttp" else "skopeo copy to dir:"
+            rows.append(timing_row(f"cold pull {mib} MiB ({what}) vs direct", t["cargohold cold"], t["direct"],
+                                   "direct", COLD_TARGET))
+            rows.append(timing_row("  warm pull vs direct", t["cargohold warm"], t["direct"], "direct",
+                                   WARM_TARGET if client == "aiohttp" else None))
+            rows.append(timing_row("  warm pull vs docker-registry proxy warm", t["cargohold warm"], t["proxy warm"],
+                                   "proxy warm", WARM_TARGET if client == "aiohttp" else None))
+            rows.append(timing_row("  cold pull vs docker-registry proxy cold", t["cargohold cold"], t["proxy cold"],
+                                   "proxy cold", None))
+            rows.append(timing_row("  (docker-registry proxy cold vs direct)", t["proxy cold"], t["direct"], "direct", None))
+        ch, px = concurrency["cargohold"], concurrency["proxy"]
+        rows.append(Row(f"upstream GETs per blob, {args.concurrent} concurrent cold pulls (max)", "GETs",
+                        ch["max_gets_per_blob"], px["max_gets_per_blob"], "proxy", ch["max_gets_per_blob"] / px["max_gets_per_blob"],
+                        "cargohold = 1", ch["max_gets_per_blob"] == 1 and min(ch["blob_gets"].values()) == 1))
+        rows.append(Row("  failed pulls (HTTP errors) among them", "pulls", ch["failed_pulls"], px["failed_pulls"], "proxy",
+                        ch["failed_pulls"] / max(px["failed_pulls"], 1), "cargohold = 0", ch["failed_pulls"] == 0))
+        rows.append(Row("  upstream manifest GETs for the tag", "GETs", ch["manifest_gets"], px["manifest_gets"], "proxy",
+                        ch["manifest_gets"] / max(px["manifest_gets"], 1), "", None))
+        rows.append(Row(f"  wall time of the {args.concurrent} pulls (through the counter)", "s", ch["wall_s"], px["wall_s"],
+                        "proxy", ch["wall_s"] / px["wall_s"], "", None))
+
+        print()
+        print(f"pull-through cache: cargohold ({args.workers} workers, auth on, Bearer pull token) vs the same pull from "
+              f"the upstream docker-registry directly and through docker-registry in proxy mode; {LAYERS} random layers of "
+              f"{args.layer_mib} MiB, loopback, {os.cpu_count()} CPUs; median of {args.rounds} rounds (range in "
+              f"parentheses), ratio = median of the per-round ratios")
+        print_table(rows)
+        judged = [r for r in rows if r.verdict is not None]
+        print(f"{sum(bool(r.verdict) for r in judged)} met, {sum(not r.verdict for r in judged)} not met; "
+              f"CPU {busy_before:.0f}% busy before the run, {busy_after:.0f}% after")
+        cold = cpu[("aiohttp", "cargohold cold")]
+        warm = cpu[("aiohttp", "cargohold warm")]
+        print(f"cargohold CPU per aiohttp pull: cold {statistics.median(cold):.2f} s, warm {statistics.median(warm):.2f} s (median)")
+        for e in errors:
+            print(f"warning: {e['client']} {e['pull']} of {e['image']} failed once (pulled again): {e['error'][:300]}")
+
+        payload = {
+            "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "elapsed_s": time.monotonic() - started,
+            "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "counting_proxy"},
+            "conditions": f"cargohold {args.workers} workers, auth on, Bearer pull token fetched before each pull; "
+                          "upstream and docker-registry proxies without auth; loopback",
+            "machine": {"cpus": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version(),
+                        "cpu_busy_percent_before": busy_before, "cpu_busy_percent_after": busy_after},
+            "versions": {
+                "docker-registry": subprocess.run([DOCKER_REGISTRY, "--version"], check=False, capture_output=True, text=True).stdout.strip(),
+                "skopeo": subprocess.run([SKOPEO, "--version"], check=False, capture_output=True, text=True).stdout.strip()
+                if "skopeo" in clients else None,
+            },
+            "figures": [
+                {"figure": r.figure.strip(), "unit": r.unit, "cargohold": r.ours, "peer": r.peer, "peer_is": r.peer_label,
+                 "ratio": r.ratio, "ratio_range": r.ratio_spread, "target": r.target,
+                 "result": None if r.verdict is None else ("met" if r.verdict else "not met")}
+                for r in rows
+            ],
+            "pulls_s": {f"{c}: {k}": spread(v) for (c, k), v in times.items()},
+            "cargohold_cpu_s": {f"{c}: {k}": spread(v) for (c, k), v in cpu.items()},
+            "concurrent": concurrency,
+            "failed_pulls_retried": errors,
+        }
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            merged = json.loads(args.output.read_text())
+            if not isinstance(merged, dict):
+                merged = {}
+        except (FileNotFoundError, ValueError):
+            merged = {}
+        merged["cache"] = payload
+        tmp_out = args.output.with_name(args.output.name + ".tmp")
+        tmp_out.write_text(json.dumps(merged, indent=2) + "\n")
+        os.replace(tmp_out, args.output)
+        log(f"results merged into {args.output} under \"cache\" ({time.monotonic() - started:.0f} s in all)")
+        return 0
+    except (BenchError, Deadline) as exc:
+        print(f"bench cache: {exc}", file=sys.stderr)
+        if cargohold is not None and cargohold.log().strip():
+            print(f"--- cargohold log (last lines) ---\n{cargohold.log()[-3000:]}", file=sys.stderr)
+        return 1
+    finally:
+        signal.alarm(0)
+        if counter is not None and counter.poll() is None:
+            counter.kill()
+            counter.wait()
+        for server in (cargohold, *proxies, upstream):
+            if server is not None:
+                try:
+                    server.stop()
+                except Exception as exc:  # keep stopping the others
+                    print(f"bench cache: stopping a server failed: {exc}", file=sys.stderr)
+        if args.keep:
+            log(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

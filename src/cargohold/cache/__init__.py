@@ -1,0 +1,1 @@
+"""Artifact cache: cache rules, credential sets, pull-through fill, freshness, eviction."""
