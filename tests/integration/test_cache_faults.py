@@ -166,6 +166,16 @@ def blob_files(data_dir: Path) -> dict[str, Path]:
     return {f"{p.parent.parent.name}:{p.name}": p for p in root.glob("*/*/*") if p.is_file()}
 
 
+def stored_blob(data_dir: Path, digest: str, timeout: float = 10.0) -> Path:
+    """The published file of ``digest``. A client gets the last bytes once they are verified, which is
+    just before the blob is made durable and renamed into the store: allow that a moment."""
+    deadline = time.monotonic() + timeout
+    while (path := blob_files(data_dir).get(digest)) is None:
+        assert time.monotonic() < deadline, f"{digest} was never published"
+        time.sleep(0.02)
+    return path
+
+
 def assert_store_intact(data_dir: Path) -> None:
     """Every file in the blob store hashes to its name."""
     for digest, path in blob_files(data_dir).items():
@@ -355,7 +365,7 @@ def test_blob_fault_never_leaves_a_corrupt_blob(cache: Cache, upstream: DockerRe
     assert again.body == layer
     hit = cache.blob(repo, digest)
     assert hit.status == 200 and hit.cache == "HIT" and hit.body == layer
-    assert blob_files(data_dir)[digest].read_bytes() == layer
+    assert stored_blob(data_dir, digest).read_bytes() == layer
 
 
 def test_truncated_download_resumes_with_a_range_request(cache: Cache, upstream: DockerRegistry) -> None:
@@ -378,7 +388,7 @@ def test_truncated_download_resumes_with_a_range_request(cache: Cache, upstream:
     if resumed is not None:
         start = int(resumed.removeprefix("bytes=").removesuffix("-"))
         assert 0 < start <= len(layer) // 2, resumed
-    assert blob_files(cache.server.data_dir)[digest].read_bytes() == layer
+    assert stored_blob(cache.server.data_dir, digest).read_bytes() == layer
 
 
 def test_transient_500_is_retried(cache: Cache, upstream: DockerRegistry) -> None:
@@ -543,7 +553,7 @@ def test_kill_9_mid_fill_then_restart(cache: Cache, upstream: DockerRegistry) ->
     assert gets, proxy.summary()
     # The fill resumes from what the dead server had written (or starts over): either way, the right bytes.
     assert gets[0].headers.get("Range") in (None, f"bytes={kept}-"), [g.headers.get("Range") for g in gets]
-    assert blob_files(server.data_dir)[digest].read_bytes() == layer
+    assert stored_blob(server.data_dir, digest).read_bytes() == layer
     assert not part.exists()
     hit = cache.blob(repo, digest)
     assert hit.status == 200 and hit.cache == "HIT" and hit.body == layer

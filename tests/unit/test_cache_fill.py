@@ -134,9 +134,13 @@ def leftovers(tmp_path: Path) -> list[str]:
     return sorted(p.name for p in root.rglob("*") if p.is_file())
 
 
-def assert_published(store: BlobStore, digest: Digest, size: int) -> None:
-    stored = store.stat(digest)
-    assert stored is not None and stored.size == size
+async def assert_published(store: BlobStore, digest: Digest, size: int) -> None:
+    """Requesters may finish before the blob is published (the tail goes out once verified, before
+    fsync and rename), so allow the publishing a moment."""
+    async with asyncio.timeout(10):
+        while (stored := store.stat(digest)) is None:
+            await asyncio.sleep(0.01)
+    assert stored.size == size
     assert hash_file(stored.path, digest.algorithm) == (str(digest), size)
 
 
@@ -156,7 +160,7 @@ async def test_twenty_requesters_one_fetch(tmp_path: Path, size: int) -> None:
         results = await asyncio.gather(*(one() for _ in range(20)))
     assert upstream.calls == [0]
     assert all(r.error is None and bytes(r.received) == data for r in results)
-    assert_published(store, digest, len(data))
+    await assert_published(store, digest, len(data))
     assert leftovers(tmp_path) == []
     await eventually(lambda: fills.active() == 0)
 
@@ -198,7 +202,7 @@ async def test_requesters_stream_while_fetching_but_not_the_last_bytes(tmp_path:
         await asyncio.gather(*tasks)
     assert all(r.error is None and bytes(r.received) == data for r in requesters)
     assert upstream.calls == [0]
-    assert_published(store, digest, len(data))
+    await assert_published(store, digest, len(data))
 
 
 async def test_digest_mismatch_aborts_every_requester(tmp_path: Path) -> None:
@@ -222,7 +226,7 @@ async def test_digest_mismatch_aborts_every_requester(tmp_path: Path) -> None:
     async with asyncio.timeout(10):
         got = await consume(await fills.open(digest, good, len(data)), Requester())
     assert got.error is None and bytes(got.received) == data and good.calls == [0]
-    assert_published(store, digest, len(data))
+    await assert_published(store, digest, len(data))
 
 
 async def test_wrong_size_is_a_mismatch(tmp_path: Path) -> None:
@@ -247,7 +251,7 @@ async def test_truncated_body_resumes_with_range(tmp_path: Path) -> None:
         requesters = await asyncio.gather(*(consume(s, Requester()) for s in streams))
     assert upstream.calls == [0, 300_000, 500_000]
     assert all(r.error is None and bytes(r.received) == data for r in requesters)
-    assert_published(store, digest, len(data))
+    await assert_published(store, digest, len(data))
     assert leftovers(tmp_path) == []
 
 
@@ -274,7 +278,7 @@ async def test_upstream_ignoring_range_on_resume(tmp_path: Path) -> None:
         requesters = await asyncio.gather(*(consume(s, Requester()) for s in streams))
     assert upstream.calls == [0, 333_333]
     assert all(r.error is None and bytes(r.received) == data for r in requesters)
-    assert_published(store, digest, len(data))
+    await assert_published(store, digest, len(data))
 
 
 async def test_fetch_error_at_start_propagates_from_open(tmp_path: Path) -> None:
@@ -312,7 +316,7 @@ async def test_requester_leaving_does_not_stop_the_fill(tmp_path: Path) -> None:
         assert store.stat(digest) is None and fills.active() == 1
         await eventually(lambda: store.stat(digest) is not None, what="the fill completes with nobody listening")
     assert upstream.calls == [0]
-    assert_published(store, digest, len(data))
+    await assert_published(store, digest, len(data))
     await eventually(lambda: fills.active() == 0)
 
 
@@ -333,7 +337,7 @@ async def test_cancelled_requester_does_not_stop_the_fill(tmp_path: Path) -> Non
         with pytest.raises(asyncio.CancelledError):
             await tasks[0]
     assert bytes(requesters[1].received) == data and upstream.calls == [0]
-    assert_published(store, digest, len(data))
+    await assert_published(store, digest, len(data))
 
 
 async def test_leftover_partial_file_is_resumed_not_served(tmp_path: Path) -> None:
@@ -358,7 +362,7 @@ async def test_leftover_partial_file_is_resumed_not_served(tmp_path: Path) -> No
         await task
     assert upstream.calls == [500_000]
     assert bytes(requester.received) == data
-    assert_published(store, digest, len(data))
+    await assert_published(store, digest, len(data))
     assert leftovers(tmp_path) == []
 
 
@@ -373,7 +377,7 @@ async def test_complete_leftover_is_verified_without_a_request(tmp_path: Path) -
     async with asyncio.timeout(5):
         got = await consume(await fills.open(digest, upstream, len(data)), Requester())
     assert bytes(got.received) == data and upstream.calls == []
-    assert_published(store, digest, len(data))
+    await assert_published(store, digest, len(data))
 
 
 # -- two BlobFills over one directory: flock treats them like two worker processes ---------------
@@ -396,7 +400,7 @@ async def test_two_workers_share_one_fetch(tmp_path: Path) -> None:
         results = await asyncio.gather(*(one(a, up_a) for _ in range(10)), *(one(b, up_b) for _ in range(10)))
     assert up_a.calls + up_b.calls == [0]
     assert all(r.error is None and bytes(r.received) == data for r in results)
-    assert_published(store, digest, len(data))
+    await assert_published(store, digest, len(data))
     assert leftovers(tmp_path) == []
 
 
@@ -460,7 +464,7 @@ async def test_stopped_worker_is_taken_over_with_range(tmp_path: Path) -> None:
         got = await task
     assert up_a.calls == [0] and up_b.calls == [half]
     assert got.error is None and bytes(got.received) == data
-    assert_published(store, digest, len(data))
+    await assert_published(store, digest, len(data))
 
 
 # -- across worker processes -------------------------------------------------------------------
@@ -571,7 +575,7 @@ async def test_follower_streams_another_process_fill(tmp_path: Path) -> None:
         assert b"done" in out
         assert requester.error is None and bytes(requester.received) == data
         assert upstream.calls == []
-        assert_published(store, digest, len(data))
+        await assert_published(store, digest, len(data))
         assert leftovers(tmp_path) == []
     finally:
         stop(proc)
@@ -597,7 +601,7 @@ async def test_follower_takes_over_when_the_filler_is_killed(tmp_path: Path) -> 
             await asyncio.gather(*tasks)
         assert upstream.calls == [half]  # one Range request from where the dead filler stopped
         assert all(r.error is None and bytes(r.received) == data for r in requesters)
-        assert_published(store, digest, len(data))
+        await assert_published(store, digest, len(data))
         assert leftovers(tmp_path) == []
     finally:
         stop(proc)

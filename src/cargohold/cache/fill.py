@@ -275,7 +275,10 @@ class BlobStream:
                     raise FillFailed("the stream was closed")
                 fill = self._fill
                 changed = fill.changed if fill is not None else None
-                available = os.fstat(self._fd).st_size
+                mine = os.fstat(self._fd)
+                available = mine.st_size
+                if not self._published and fill is not None and fill.verified is not None and _same(mine, fill.verified):
+                    self._published = True  # verified in this process: the tail may go before fsync and rename
                 if self._published:
                     limit = available if self.size is None else min(available, self.size)
                     if offset >= limit:
@@ -346,6 +349,10 @@ class _Fill:
         self.ready_error: BaseException | None = None
         self.error: FillFailed | None = None  # why the fill aborted after requesters got streams
         self.published = False
+        # The partial file whose bytes this process has hashed and found right: its readers may send the
+        # withheld tail at once, without waiting for fsync and the rename into the store (durability
+        # matters to the store, not to a client holding verified bytes).
+        self.verified: os.stat_result | None = None
         self.fd: int | None = None  # the partial file this process holds (filling or following)
         self.changed = asyncio.Event()  # replaced on every notify; readers wait on the one they saw
         self.task: asyncio.Task[None] = asyncio.get_running_loop().create_task(
@@ -590,6 +597,8 @@ class _Fill:
         actual = hasher.hexdigest()
         if actual != self.digest.hex:
             raise FillMismatch(f"{self.digest}: upstream bytes hash to {self.digest.algorithm}:{actual}")
+        self.verified = os.fstat(fd)
+        self._notify()
         await _in_thread(os.fsync, fd)
         # Sidecar first: readers learn the outcome from the rename, and no sidecar outlives a published blob.
         self.sidecar.unlink(missing_ok=True)
@@ -676,6 +685,16 @@ class BlobFills:
             await asyncio.wait([fill.task])  # not ``await fill.task``: being cancelled must not cancel the fill
         found = self.blobs.stat(digest)
         return found.size if found is not None else None
+
+    async def publishing(self, digest: Digest) -> None:
+        """Wait out the last step of a fill that has verified its bytes and is making them durable.
+
+        A request arriving in that window (milliseconds) is then answered from the store, as a hit,
+        rather than joining a download that is over.
+        """
+        fill = self._fills.get(digest)
+        if fill is not None and fill.verified is not None:
+            await asyncio.wait([fill.task])
 
     def _done(self, fill: _Fill) -> None:
         if self._fills.get(fill.digest) is fill:

@@ -227,6 +227,7 @@ class CacheService:
         self._fresh[(local, key)] = (digest, time.monotonic() if at is None else at)
 
     async def _mark_fresh(self, route: Route, key: str, digest: str | None) -> None:
+        # Written before the single-flight lock is released: a worker waiting on it reads this.
         await self.state.mark_fresh(route.local, key, digest)
         self._remember(route.local, key, digest)
 
@@ -346,6 +347,7 @@ class CacheService:
             metrics.cache_result(route.rule.name, "blob", HIT)
             return found, HIT
         parsed = Digest.parse(digest)
+        await self.fills.publishing(parsed)
         client = await self.client(route.rule)
 
         def fetch(offset: int):  # type: ignore[no-untyped-def]
