@@ -55,7 +55,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -159,48 +159,6 @@ def free_port() -> int:
     from servers import free_port as fp
 
     return fp()
-
-
-@dataclass
-class ProxyRegistry:
-    """docker-registry (CNCF Distribution) in pull-through proxy mode for ``remote``."""
-
-    root: Path
-    remote: str
-    port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}"
-
-    def start(self) -> ProxyRegistry:
-        from servers import wait_ready
-
-        self.root.mkdir(parents=True, exist_ok=True)
-        config = self.root / "config.yml"
-        config.write_text(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
-            f"storage:\n  filesystem:\n    rootdirectory: {self.root / 'data'}\n"
-            f"http:\n  addr: {self.host}\nproxy:\n  remoteurl: {self.remote}\n"
-        )
-        out = open(self.root / "registry.log", "ab")
-        self.proc = subprocess.Popen([DOCKER_REGISTRY, "serve", str(config)], stdout=out, stderr=subprocess.STDOUT)
-        wait_ready(self.url, self.proc)  # type: ignore[arg-type]
-        return self
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 # ---------------------------------------------------------------- images
@@ -590,7 +548,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     upstream: DockerRegistry | None = None
     cargohold: Server | None = None
-    proxies: list[ProxyRegistry] = []
+    proxies: list[DockerRegistry] = []
     counter: subprocess.Popen[str] | None = None
     http = requests.Session()
     http.trust_env = False
@@ -610,9 +568,9 @@ def main(argv: list[str] | None = None) -> int:
         counter_url = f"http://127.0.0.1:{counter_port}"
         cargohold = Server(data_dir=tmp / "cargohold" / "data", workers=args.workers, auth=True,
                            extra_env={"CARGOHOLD_ALLOW_PRIVATE_UPSTREAMS": "1"}).start()
-        proxy = ProxyRegistry(tmp / "proxy", upstream.url).start()
+        proxy = DockerRegistry(tmp / "proxy", proxy_remote=upstream.url).start()
         proxies.append(proxy)
-        proxy_counted = ProxyRegistry(tmp / "proxy-counted", counter_url).start()
+        proxy_counted = DockerRegistry(tmp / "proxy-counted", proxy_remote=counter_url).start()
         proxies.append(proxy_counted)
         assert cargohold.proc is not None and upstream.proc is not None
         admin = ("admin", cargohold.admin_password)

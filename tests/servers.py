@@ -124,6 +124,7 @@ class DockerRegistry:
     root: Path
     port: int = field(default_factory=free_port)
     htpasswd: Path | None = None
+    proxy_remote: str | None = None  # pull-through proxy mode (Distribution's own cache), for benchmarks
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -145,6 +146,7 @@ class DockerRegistry:
             "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
             f"storage:\n  filesystem:\n    rootdirectory: {self.root / 'data'}\n  delete:\n    enabled: true\n"
             f"http:\n  addr: {self.host}\n{auth}"
+            + (f"proxy:\n  remoteurl: {self.proxy_remote}\n" if self.proxy_remote else "")
         )
         log = open(self.root / "registry.log", "ab")
         self.proc = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)

@@ -605,3 +605,29 @@ async def test_follower_takes_over_when_the_filler_is_killed(tmp_path: Path) -> 
         assert leftovers(tmp_path) == []
     finally:
         stop(proc)
+
+
+def test_purge_removes_only_old_partial_files_nobody_holds(tmp_path: Path) -> None:
+    import fcntl
+    import time
+
+    fills, _ = fills_for(tmp_path)
+    directory = fills.root / "sha256"
+    directory.mkdir(parents=True, exist_ok=True)
+    old, held, young = (directory / f"{c * 64}.part" for c in "abc")
+    for part in (old, held, young):
+        part.write_bytes(b"partial")
+        part.with_suffix(".size").write_text("100")
+    now = time.time()
+    for part in (old, held):
+        os.utime(part, (now - 3600, now - 3600))
+    holder = os.open(held, os.O_RDONLY)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a worker still filling it (another open file description)
+        assert fills.purge(600, now) == 1
+    finally:
+        os.close(holder)
+    assert not old.exists() and not old.with_suffix(".size").exists()
+    assert held.exists() and young.exists() and young.with_suffix(".size").exists()
+    assert fills.purge(600, now) == 1  # released now: the old one goes too
+    assert not held.exists() and young.exists()

@@ -267,7 +267,36 @@ class BlobStream:
             return await _in_thread(os.pread, fd, n, offset)
         return os.pread(fd, n, offset)
 
+    def spans(self) -> AsyncIterator[tuple[int, int]]:
+        """``(offset, length)`` runs of the file behind ``fileno()`` that may be sent now, in order.
+
+        For ``sendfile``: the bytes go from the page cache to the socket without passing through
+        Python. Iterate either this or the stream itself, not both. Raises ``FillFailed`` as the
+        byte iteration does; ``fileno()`` may change between runs (a blob published from another
+        file), so read it for each run.
+        """
+        if self._stopped:
+            return self._spans()  # raises: a closed stream must never look like a complete (empty) body
+        if self._gen is None:
+            self._gen = self._spans()
+        return self._gen  # type: ignore[return-value]
+
+    def fileno(self) -> int:
+        if self._fd is None:
+            raise FillFailed("the stream was closed")
+        return self._fd
+
     async def _iterate(self) -> AsyncIterator[bytes]:
+        async for offset, length in self._spans():
+            end = offset + length
+            while offset < end:
+                data = await self._read(min(READ_CHUNK, end - offset), offset)
+                if not data:
+                    raise FillFailed(f"the partial file ended at {offset} of the {end} bytes it had")
+                offset += len(data)
+                yield data
+
+    async def _spans(self) -> AsyncIterator[tuple[int, int]]:
         offset = 0
         try:
             while True:
@@ -287,11 +316,9 @@ class BlobStream:
                     total = available if self.size is None else self.size
                     limit = min(available, total - self._withhold)
                 if offset < limit:
-                    data = await self._read(min(READ_CHUNK, limit - offset), offset)
-                    if data:
-                        offset += len(data)
-                        yield data
-                        continue
+                    yield offset, limit - offset
+                    offset = limit
+                    continue
                 if not self._published and await self._settle(offset):
                     continue
                 if changed is None:
@@ -699,6 +726,32 @@ class BlobFills:
     def _done(self, fill: _Fill) -> None:
         if self._fills.get(fill.digest) is fill:
             del self._fills[fill.digest]
+
+    def purge(self, max_age_seconds: float, now: float) -> int:
+        """Remove partial files nobody has touched for ``max_age_seconds`` and nobody holds.
+
+        A partial file outlives its fill when the worker died and no request for the blob came
+        again; it is only worth keeping for a resume soon after. Taking its lock first means a
+        file some worker is still filling (or resuming) is never removed.
+        """
+        removed = 0
+        for part in self.root.glob("*/*.part"):
+            try:
+                fd = os.open(part, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            try:
+                if now - os.fstat(fd).st_mtime <= max_age_seconds or not _try_lock(fd):
+                    continue
+                if _same(os.fstat(fd), os.stat(part)):
+                    part.unlink()
+                    part.with_suffix(".size").unlink(missing_ok=True)
+                    removed += 1
+            except FileNotFoundError:
+                pass
+            finally:
+                os.close(fd)
+        return removed
 
     async def aclose(self) -> None:
         """Stop this process's fills (shutdown); partial files stay, and another worker resumes them."""

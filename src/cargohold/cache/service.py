@@ -110,6 +110,7 @@ class CacheService:
         self._pulls: dict[str, datetime] = {}
         self._fresh: dict[tuple[str, str], tuple[str | None, float]] = {}
         self._reloading = asyncio.Lock()
+        self._recording: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._status = CredentialStatus(config, self.spawn)
 
@@ -130,7 +131,7 @@ class CacheService:
             await self._session.close()
         self._generation.close()
 
-    def spawn(self, work: Awaitable[None]) -> None:
+    def spawn(self, work: Awaitable[None]) -> "asyncio.Task[None]":
         """Run ``work`` in the background, keeping a reference (and logging its failure)."""
 
         async def run() -> None:
@@ -144,6 +145,7 @@ class CacheService:
         task = asyncio.ensure_future(run())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     # ---- rules and upstream clients ----------------------------------------------------------
 
@@ -365,7 +367,9 @@ class CacheService:
             metrics.cache_result(route.rule.name, "blob", HIT)
             return present, HIT
         stream = await self._blob_request(route, digest, self.fills.open(parsed, fetch))
-        self.spawn(self._record_fill(route, parsed))
+        key = str(parsed)
+        recording = self._recording[key] = self.spawn(self._record_fill(route, parsed))
+        recording.add_done_callback(lambda task: self._recording.get(key) is task and self._recording.pop(key))
         metrics.cache_result(route.rule.name, "blob", MISS)
         return stream, MISS
 
@@ -391,6 +395,15 @@ class CacheService:
         # FillFailed: the fill failed (e.g. a small blob that did not verify) before this requester got its stream.
         except (up.UpstreamError, UpstreamRefused, TimeoutError, FillFailed) as error:
             raise self._failure(route, digest, error) from None
+
+    async def recorded(self, digest: str) -> None:
+        """Wait until a fill this worker started is linked and counted (its requester has all bytes already).
+
+        Holding the connection until then means a client's next request sees the blob as cached.
+        """
+        task = self._recording.get(digest)
+        if task is not None:
+            await asyncio.wait([task])
 
     async def blob_filled(self, route: Route, digest: str, size: int) -> None:
         """A requester finished streaming a filled blob: link it here and count it as cached content."""

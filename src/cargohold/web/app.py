@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 
 import ipaddress
@@ -44,16 +45,19 @@ async def _flush_pulls_forever(cache: CacheService, interval: float = 5.0) -> No
             log.exception("recording cache pulls failed")
 
 
-async def _purge_forever(registry: Registry, interval: float) -> None:
-    """Drop abandoned upload sessions; every worker may run it, the operation is idempotent."""
+async def _purge_forever(registry: Registry, cache: CacheService, interval: float, max_age: float) -> None:
+    """Drop abandoned upload sessions and cache fills; every worker may run it, the operation is idempotent."""
     while True:
         await asyncio.sleep(interval)
         try:
             removed = await asyncio.to_thread(registry.uploads.purge)
             if removed:
                 log.info("purged %d abandoned upload sessions", removed)
+            removed = await asyncio.to_thread(cache.fills.purge, max_age, time.time())
+            if removed:
+                log.info("purged %d abandoned partial cache fills", removed)
         except Exception:
-            log.exception("upload purge failed")
+            log.exception("purge failed")
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -80,7 +84,9 @@ def create_app(settings: Settings) -> web.Application:
         cache = CacheService.open(settings, registry)
         app[CACHE] = cache
         tasks = [
-            asyncio.create_task(_purge_forever(registry, settings.upload_purge_interval_seconds)),
+            asyncio.create_task(
+                _purge_forever(registry, cache, settings.upload_purge_interval_seconds, settings.upload_max_age_seconds)
+            ),
             asyncio.create_task(_flush_pulls_forever(cache)),
             asyncio.create_task(evict_forever(cache, settings.cache_evict_interval_seconds)),
         ]
