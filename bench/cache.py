@@ -27,13 +27,24 @@ to the upstream directly; only the concurrency figure goes through the
 counter (for both servers alike): 20 concurrent cold pulls of one fresh
 image, upstream GETs per blob.
 
+On loopback the upstream answers at memory speed, so those cold pulls are
+CPU-bound. A real upstream (Docker Hub over the internet) is link-bound, and
+there the question is whether the cache streams what it receives or stores
+the whole blob first and then serves it. So a second copy of the proxy,
+started with ``--rate``, paces the bodies it forwards to ``--throttle-mbps``
+(1 Gbit/s = 125 MB/s by default) as one link shared by all its connections,
+and cargohold gets a third rule ``throttled/*`` on it: per round a fresh
+image is pulled directly over that link and cold through cargohold over the
+same link, in alternating order (aiohttp only: skopeo's own overhead would
+blur the comparison).
+
 Every pull is checked byte for byte (manifest and every blob against their
 digests); a wrong byte is a non-zero exit. The results are printed as a table
 and merged into ``bench/results/latest.json`` under ``"cache"`` (other keys
 kept). Everything started is stopped and the temporary directory removed at
 the end; a watchdog ends the run after ``--deadline`` seconds.
 
-Usage: ``.venv/bin/python bench/cache.py [--rounds 5] [--quick] [--keep]``
+Usage: ``.venv/bin/python bench/cache.py [--rounds 5] [--quick] [--throttle-mbps 1000] [--keep]``
 (``make bench`` runs it after ``bench/run.py``, which rewrites the JSON file).
 """
 
@@ -94,15 +105,45 @@ def log(message: str) -> None:
 
 # ---------------------------------------------------------------- counting reverse proxy (its own process)
 
+PACE_SLICE = 64 << 10  # bytes written per pacing step (0.5 ms at 125 MB/s)
 
-def counting_proxy(port: int, upstream: str) -> None:
-    """Stream every request to ``upstream``; count GETs per blob digest and per manifest. ``/__counts`` reports."""
+
+class Link:
+    """A pipe of ``rate`` bytes/s shared by every response of one proxy: a token bucket with a virtual clock.
+
+    One bucket per proxy, not per connection: the figure models one bottleneck link (a site's internet
+    connection), which every connection shares. Per connection, a client that opens more connections
+    (or a cache that splits a blob into ranges) would get more bandwidth, and the comparison would measure
+    connection counts, not streaming. Each ``send`` reserves the next slot on the link in call order (so
+    concurrent responses take turns fairly) and sleeps until its slot ends. The bucket's depth ``burst``
+    forgives the event loop's late wake-ups (up to that much), so that timer jitter does not lower the
+    rate; a longer stall is lost, as on a real link.
+    """
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.free_at = 0.0  # time.monotonic() at which the bytes reserved so far have gone through
+
+    async def send(self, size: int) -> None:
+        now = time.monotonic()
+        self.free_at = max(self.free_at, now - self.burst / self.rate) + size / self.rate
+        if self.free_at > now:
+            await asyncio.sleep(self.free_at - now)
+
+
+def counting_proxy(port: int, upstream: str, rate: float | None = None) -> None:
+    """Stream every request to ``upstream``; count GETs per blob digest and per manifest. ``/__counts`` reports.
+
+    With ``rate`` (bytes/s) the response bodies are paced through one ``Link`` for the whole proxy
+    (the headers, the requests and ``/__counts`` are not)."""
     from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
 
     blob_gets: Counter[str] = Counter()
     manifest_gets: Counter[str] = Counter()
     other: Counter[str] = Counter()
     state = {"active": 0, "last": time.monotonic()}
+    link = Link(rate, burst=max(4 * PACE_SLICE, rate * 0.005)) if rate else None  # ≥ 5 ms of traffic
     hop = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-authorization", "host"}
 
     async def handle(request: web.Request) -> web.StreamResponse:
@@ -129,7 +170,14 @@ def counting_proxy(port: int, upstream: str) -> None:
                 await response.prepare(request)
                 if request.method != "HEAD":
                     async for chunk in up.content.iter_any():
-                        await response.write(chunk)
+                        if link is None:
+                            await response.write(chunk)
+                            continue
+                        view = memoryview(chunk)
+                        for start in range(0, len(view), PACE_SLICE):
+                            piece = view[start:start + PACE_SLICE]
+                            await link.send(len(piece))
+                            await response.write(piece)
                 await response.write_eof()
                 return response
         finally:
@@ -159,6 +207,23 @@ def free_port() -> int:
     from servers import free_port as fp
 
     return fp()
+
+
+def start_proxy(upstream: str, rate: float | None = None) -> tuple[subprocess.Popen[str], str]:
+    """This file as a counting proxy (``--counting-proxy``, paced with ``--rate``) in front of ``upstream``:
+    its process once it listens, and its URL. A separate process, so that its CPU is not the clients'."""
+    port = free_port()
+    cmd = [sys.executable, __file__, "--counting-proxy", str(port), upstream, *(["--rate", str(rate)] if rate else [])]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "ready":
+            raise BenchError(f"the counting proxy ({' '.join(cmd[2:])}) did not start")
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc, f"http://127.0.0.1:{port}"
 
 
 # ---------------------------------------------------------------- images
@@ -505,16 +570,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2, help="cargohold worker processes (default 2, the server's default)")
     p.add_argument("--no-skopeo", action="store_true", help="only the aiohttp client")
     p.add_argument("--quick", action="store_true", help="fewer rounds")
+    p.add_argument("--throttle-mbps", type=float, default=1000,
+                   help="rate of the throttled upstream link in Mbit/s, for the throttled cold pull (default 1000)")
     p.add_argument("--deadline", type=float, default=240, help="abort the run after this many seconds (default 240)")
     p.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "latest.json",
                    help="JSON results file; the figures go under its \"cache\" key, other keys are kept")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (servers' data and logs)")
     p.add_argument("--counting-proxy", nargs=2, metavar=("PORT", "UPSTREAM"), help=argparse.SUPPRESS)
+    p.add_argument("--rate", type=float, default=None, help=argparse.SUPPRESS)  # with --counting-proxy: bytes/s
     args = p.parse_args(argv)
     if args.rounds is None:
         args.rounds = 3 if args.quick else 5
-    if args.rounds < 1 or args.layer_mib < 1 or args.concurrent < 1:
-        p.error("--rounds, --layer-mib and --concurrent must be positive")
+    if args.rounds < 1 or args.layer_mib < 1 or args.concurrent < 1 or args.throttle_mbps <= 0:
+        p.error("--rounds, --layer-mib, --concurrent and --throttle-mbps must be positive")
+    if args.rate is not None and args.rate <= 0:
+        p.error("--rate must be positive")
     return args
 
 
@@ -525,7 +595,7 @@ class Deadline(BaseException):
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.counting_proxy:
-        counting_proxy(int(args.counting_proxy[0]), args.counting_proxy[1])
+        counting_proxy(int(args.counting_proxy[0]), args.counting_proxy[1], args.rate)
         return 0
     clients = ["aiohttp"] if args.no_skopeo else ["aiohttp", "skopeo"]
     for tool in (DOCKER_REGISTRY, *([SKOPEO] if "skopeo" in clients else [])):
@@ -549,23 +619,21 @@ def main(argv: list[str] | None = None) -> int:
     upstream: DockerRegistry | None = None
     cargohold: Server | None = None
     proxies: list[DockerRegistry] = []
-    counter: subprocess.Popen[str] | None = None
+    helpers: list[subprocess.Popen[str]] = []  # the counting proxies
     http = requests.Session()
     http.trust_env = False
     try:
-        images_needed = args.rounds * len(clients) + 1
+        images_needed = args.rounds * (len(clients) + 1) + 1
         if shutil.disk_usage(tmp).free < 5 * images_needed * LAYERS * layer_size:
             raise BenchError(f"not enough free space in {tmp}")
         busy_before = psutil.cpu_percent(interval=0.5)
-        log("starting the upstream docker-registry, the counting proxy, cargohold and two docker-registry proxies")
+        log("starting the upstream docker-registry, the counting proxy, the throttled one, cargohold and two docker-registry proxies")
         upstream = DockerRegistry(root=tmp / "upstream").start()
-        counter_port = free_port()
-        counter = subprocess.Popen([sys.executable, __file__, "--counting-proxy", str(counter_port), upstream.url],
-                                   stdout=subprocess.PIPE, text=True)
-        assert counter.stdout is not None
-        if counter.stdout.readline().strip() != "ready":
-            raise BenchError("the counting proxy did not start")
-        counter_url = f"http://127.0.0.1:{counter_port}"
+        link_rate = args.throttle_mbps * 1e6 / 8  # bytes/s
+        counter, counter_url = start_proxy(upstream.url)
+        helpers.append(counter)
+        throttle, throttle_url = start_proxy(upstream.url, link_rate)
+        helpers.append(throttle)
         cargohold = Server(data_dir=tmp / "cargohold" / "data", workers=args.workers, auth=True,
                            extra_env={"CARGOHOLD_ALLOW_PRIVATE_UPSTREAMS": "1"}).start()
         proxy = DockerRegistry(tmp / "proxy", proxy_remote=upstream.url).start()
@@ -574,7 +642,8 @@ def main(argv: list[str] | None = None) -> int:
         proxies.append(proxy_counted)
         assert cargohold.proc is not None and upstream.proc is not None
         admin = ("admin", cargohold.admin_password)
-        for name, host in (("hub", upstream.host), ("counted", f"127.0.0.1:{counter_port}")):
+        for name, host in (("hub", upstream.host), ("counted", counter_url.removeprefix("http://")),
+                           ("throttled", throttle_url.removeprefix("http://"))):
             r = http.post(f"{cargohold.url}/api/v1/cache-rules", auth=admin, timeout=10,
                           json={"name": name, "source": f"{host}/library/*", "target": f"{name}/*", "insecure": True})
             if r.status_code != 201:
@@ -592,10 +661,12 @@ def main(argv: list[str] | None = None) -> int:
         counted = Place("cargohold via counter", cargohold.url, "counted", token)
         dr_proxy = Place("docker-registry proxy", proxy.url, "library")
         dr_counted = Place("docker-registry proxy via counter", proxy_counted.url, "library")
+        thr_direct = Place("upstream over the throttled link (direct)", throttle_url, "library")
+        thr_cached = Place("cargohold over the throttled link", cargohold.url, "throttled", token)
         r = http.get(f"{cargohold.url}/v2/hub/x/manifests/latest", timeout=10)
         if r.status_code != 401:
             raise BenchError(f"cargohold: an anonymous GET gave HTTP {r.status_code}, not 401: is auth on?")
-        for prefix in ("hub", "counted"):
+        for prefix in ("hub", "counted", "throttled"):
             prime_rules(cargohold.url, prefix, token([f"{prefix}/prime"]))
 
         # ---- figures 1-3a: cold and warm pulls, per client, per round
@@ -662,6 +733,37 @@ def main(argv: list[str] | None = None) -> int:
                                                    if v - before["other"].get(k, 0)}}
             log(f"  {wall:.2f} s; upstream GETs per blob {sorted(gets.values())}, manifest GETs {manifests}, "
                 f"{len(failures)} of {args.concurrent} pulls failed" + (f" (first: {failures[0]})" if failures else ""))
+
+        # ---- figure 4: cold pull over a throttled upstream link, cargohold vs directly over the same link
+        thr_before = wait_quiet(throttle_url, http)
+        thr_images: list[Image] = []
+        for n in range(args.rounds):
+            image = push_image(http, upstream.url, f"library/throttled-{n}", "v1", layer_size)
+            log(f"throttled link ({args.throttle_mbps:g} Mbit/s), round {n + 1}/{args.rounds}: {image.repo}:{image.tag}, "
+                f"{image.total / MiB:.0f} MiB in {len(image.blobs)} blobs")
+            pairs = [(thr_direct, "throttled direct"), (thr_cached, "throttled cold")]
+            for place, key in pairs if n % 2 == 0 else pairs[::-1]:
+                pulled = timed("aiohttp", key, place, image)
+                if pulled is not image:
+                    thr_images.append(pulled)
+            thr_images.append(image)
+        thr_after = wait_quiet(throttle_url, http)
+        # Each blob crosses the link once per direct pull and once for cargohold's fill: 2 GETs per blob per image.
+        thr_gets = [thr_after["blob_gets"].get(d, 0) - thr_before["blob_gets"].get(d, 0)
+                    for image in thr_images for d, _ in image.blobs]
+        thr_total = thr_images[0].total
+        thr_speed = {key: thr_total / statistics.median(times[("aiohttp", key)]) / 1e6
+                     for key in ("throttled direct", "throttled cold")}
+        throttled = {
+            "link_rate_bytes_per_s": link_rate, "link_mbit_per_s": args.throttle_mbps,
+            "pacing": "response bodies only, one token bucket for the whole proxy (one link shared by all connections), "
+                      f"{PACE_SLICE // 1024} KiB steps, depth max(256 KiB, 5 ms of traffic)",
+            "direct_MB_per_s": thr_speed["throttled direct"], "cargohold_cold_MB_per_s": thr_speed["throttled cold"],
+            "upstream_blob_gets_per_blob": {"min": min(thr_gets), "max": max(thr_gets), "expected": 2},
+        }
+        log(f"  over the link: direct {thr_speed['throttled direct']:.0f} MB/s, cargohold cold "
+            f"{thr_speed['throttled cold']:.0f} MB/s (link {link_rate / 1e6:.0f} MB/s); upstream GETs per blob "
+            f"{min(thr_gets)}–{max(thr_gets)} (2 expected: direct + cargohold's fill)")
         busy_after = psutil.cpu_percent(interval=0.5)
 
         # ---- report
@@ -679,6 +781,10 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(timing_row("  cold pull vs docker-registry proxy cold", t["cargohold cold"], t["proxy cold"],
                                    "proxy cold", None))
             rows.append(timing_row("  (docker-registry proxy cold vs direct)", t["proxy cold"], t["direct"], "direct", None))
+        t = {k: v for (c, k), v in times.items() if c == "aiohttp"}
+        rows.append(timing_row(f"cold pull {mib} MiB over a throttled upstream ({args.throttle_mbps:g} Mbit/s) vs direct "
+                               "over the same link", t["throttled cold"], t["throttled direct"], "direct, throttled",
+                               COLD_TARGET))
         ch, px = concurrency["cargohold"], concurrency["proxy"]
         rows.append(Row(f"upstream GETs per blob, {args.concurrent} concurrent cold pulls (max)", "GETs",
                         ch["max_gets_per_blob"], px["max_gets_per_blob"], "proxy", ch["max_gets_per_blob"] / px["max_gets_per_blob"],
@@ -699,6 +805,13 @@ def main(argv: list[str] | None = None) -> int:
         judged = [r for r in rows if r.verdict is not None]
         print(f"{sum(bool(r.verdict) for r in judged)} met, {sum(not r.verdict for r in judged)} not met; "
               f"CPU {busy_before:.0f}% busy before the run, {busy_after:.0f}% after")
+        print(f"throttled link: {link_rate / 1e6:.0f} MB/s nominal, one token bucket for all connections of the proxy; "
+              f"direct pulls got {thr_speed['throttled direct']:.0f} MB/s, cargohold's cold pulls "
+              f"{thr_speed['throttled cold']:.0f} MB/s (median); upstream GETs per blob {min(thr_gets)}–{max(thr_gets)} "
+              "(2 expected)")
+        if thr_speed["throttled direct"] < 0.8 * link_rate / 1e6:
+            print("warning: the direct pulls reached less than 80% of the throttled link's rate: something other than "
+                  "the link (the machine's CPU, the proxy) limited them, so that figure is not the link-bound case")
         cold = cpu[("aiohttp", "cargohold cold")]
         warm = cpu[("aiohttp", "cargohold warm")]
         print(f"cargohold CPU per aiohttp pull: cold {statistics.median(cold):.2f} s, warm {statistics.median(warm):.2f} s (median)")
@@ -708,7 +821,7 @@ def main(argv: list[str] | None = None) -> int:
         payload = {
             "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "elapsed_s": time.monotonic() - started,
-            "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "counting_proxy"},
+            "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in ("counting_proxy", "rate")},
             "conditions": f"cargohold {args.workers} workers, auth on, Bearer pull token fetched before each pull; "
                           "upstream and docker-registry proxies without auth; loopback",
             "machine": {"cpus": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version(),
@@ -727,6 +840,7 @@ def main(argv: list[str] | None = None) -> int:
             "pulls_s": {f"{c}: {k}": spread(v) for (c, k), v in times.items()},
             "cargohold_cpu_s": {f"{c}: {k}": spread(v) for (c, k), v in cpu.items()},
             "concurrent": concurrency,
+            "throttled": throttled,
             "failed_pulls_retried": errors,
         }
         args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -749,9 +863,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         signal.alarm(0)
-        if counter is not None and counter.poll() is None:
-            counter.kill()
-            counter.wait()
+        for helper in helpers:
+            if helper.poll() is None:
+                helper.kill()
+                helper.wait()
         for server in (cargohold, *proxies, upstream):
             if server is not None:
                 try:

@@ -29,6 +29,8 @@ from servers import Server, drop_postgres_schema
 # Status codes seen per backend and operation: proof that the fuzzing got past authentication.
 SEEN: dict[str, dict[str, Counter[int]]] = defaultdict(lambda: defaultdict(Counter))
 NO_THROTTLE = {"CARGOHOLD_LOGIN_THROTTLE_ATTEMPTS": "100000"}
+# Operations that talk to other registries: for them 502 (the upstream failed) is a documented answer.
+UPSTREAM_OPERATIONS = frozenset({"POST /api/v1/imports", "POST /api/v1/cache/warm"})
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -88,7 +90,14 @@ def _pytest9_node_id(request: pytest.FixtureRequest) -> None:
 def test_management_api_fuzz(case: Any, fuzz_server: Server, fuzz_admin: tuple[str, str]) -> None:
     response = case.call(base_url=fuzz_server.url, auth=fuzz_admin, timeout=30)
     SEEN[fuzz_server.backend][case.operation.label][response.status_code] += 1
-    case.validate_response(response, checks=CHECKS)
+    checks = CHECKS
+    if response.status_code == 502 and case.operation.label in UPSTREAM_OPERATIONS:
+        # A fuzzed source names a registry this machine cannot reach: a documented 502 problem, not a crash.
+        content_type = {k.lower(): v for k, v in response.headers.items()}.get("content-type")
+        content_type = content_type[0] if isinstance(content_type, list) else content_type
+        assert (content_type or "").startswith("application/problem+json"), (content_type, response.text)
+        checks = [c for c in CHECKS if c is not not_a_server_error]
+    case.validate_response(response, checks=checks)
 
 
 def test_fuzzing_reached_every_operation_and_left_the_server_usable(fuzz_server: Server, fuzz_admin: tuple[str, str]) -> None:

@@ -515,7 +515,7 @@ class CacheService:
                     size = 0
                     async for chunk in found:
                         size += len(chunk)
-                    await self.fills.settled(Digest.parse(digest))  # linked and counted by _record_fill
+                    await self.recorded(digest)  # published, linked and counted (by _record_fill)
                     tally.bytes += size
                 tally.blobs += 1
 

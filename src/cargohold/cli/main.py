@@ -11,7 +11,8 @@ from rich.console import Console
 
 from .. import __version__
 from ..config import Settings, load_settings
-from . import access, cache, cache_ops
+from . import access, cache, cache_ops, client_config, rewrite
+from . import transfer as transfer_cli
 
 app = typer.Typer(help="cargohold: a self-hosted OCI registry that keeps your own copies of public content.",
                   no_args_is_help=True, add_completion=False,
@@ -105,3 +106,6 @@ def version() -> None:
 access.register(app)
 cache.register(app)
 cache_ops.register(app)
+rewrite.register(app)
+client_config.register(app)
+transfer_cli.register(app)

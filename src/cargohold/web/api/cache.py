@@ -164,6 +164,10 @@ OPERATIONS = [
     Operation(
         "POST", "/cache/warm", warm, "warmCache", "Fetch an image into the cache now: all platforms, blobs and referrers",
         "cache", body=WarmRequest, response=WarmResult, access="authenticated",
+        answers={
+            403: "The caller may not read the cache repository",
+            502: "The upstream failed and the image is not cached",
+        },
         description="Needs content/read on the cache repository. Answers when everything is cached.",
     ),
     Operation("GET", "/cache/stats", stats, "getCacheStats", "Cache hits, misses, upstream requests and bytes", "cache", response=CacheStats),

@@ -146,6 +146,9 @@ class Operation:
     # Served with auth off too (the loopback-only --no-auth mode), where every caller is the local operator.
     # Identity operations are not: without auth there are no identities.
     without_auth: bool = False
+    # Statuses beyond the ones implied above, with what they mean: a 2xx answers with the response model,
+    # anything else with a problem (e.g. 202 for a job left running, 502 when an upstream failed).
+    answers: dict[int, str] = field(default_factory=dict)
 
 
 def served_without_auth(operations: list[Operation]) -> list[Operation]:

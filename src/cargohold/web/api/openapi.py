@@ -118,9 +118,12 @@ def describe(operations: list[Operation]) -> dict[str, Any]:
         if op.location:
             success["headers"] = {"Location": {"description": "the new resource", "schema": {"type": "string"}}}
         responses[str(op.status)] = success
-        for code in _errors(op):
+        for code, meaning in op.answers.items():
+            if code < 300:
+                responses[str(code)] = {**success, "description": meaning}
+        for code in sorted({*_errors(op), *(c for c in op.answers if c >= 400)}):
             error: dict[str, Any] = {
-                "description": op.conflict if code == 409 and op.conflict else _ERRORS[code],
+                "description": op.answers.get(code) or (op.conflict if code == 409 and op.conflict else _ERRORS[code]),
                 "content": {_PROBLEM: {"schema": refs[(Problem, "serialization")]}},
             }
             if code == 401:

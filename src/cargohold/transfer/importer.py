@@ -1,0 +1,364 @@
+"""Server-side import: copy an image, index or artifact from any registry into local repositories.
+
+No Docker daemon is involved: the server speaks to the source registry with
+``upstream.UpstreamClient`` (auth challenges, token cache, retries, the
+outbound guard) and commits through ``registry`` like a push would.
+
+What is copied, in three phases, so that a failure leaves no target tag:
+
+1. **Graph.** The source manifest, every child of an index (all platforms, or
+   only the ``platforms`` asked for) and, for every copied manifest, its
+   referrers (the referrers API, or the ``sha256-<hex>`` tag schema when the
+   source has none — CNCF Distribution 2.8), recursively. Manifests are small
+   and are kept in memory as the exact bytes the source served.
+2. **Blobs.** Each blob a copied manifest needs is skipped when the target
+   repository links it already, linked when the store holds its bytes and the
+   source serves it (one probe, so an import cannot be used to read another
+   repository's blobs), else streamed to a temporary file under
+   ``data_dir/tmp`` while hashing, checked (digest and size), fsynced and
+   adopted by the blob store. At most ``PARALLEL_BLOBS`` at a time.
+3. **Manifests**, byte-exact, children before parents; the top manifest last,
+   with the target tag in the same transaction. Until then the tag does not
+   move (or exist).
+
+With a platform filter, the index is still stored byte-exact (its digest is
+the source's), but only the listed children and their content are copied: the
+index is stored ``lazy`` — like a cache fill — and a pull of a platform that
+was not copied answers ``MANIFEST_UNKNOWN``.
+
+Without ``force``, a target tag that exists and points to another digest fails
+the import before anything is copied (``TargetConflict``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import Settings
+from ..oci import mediatypes as mt
+from ..oci.digest import Digest, new_hasher
+from ..oci.errors import BlobUnknown, ManifestUnknown, RegistryError
+from ..oci.manifest import parse_manifest
+from ..oci.reference import Reference
+from ..registry.service import Registry
+from ..store.files import fsync_file
+from ..upstream import errors as up
+from ..upstream.client import Credentials, Endpoint, FetchedManifest, UpstreamClient
+from ..upstream.guard import UpstreamRefused
+from ..upstream.http import guarded_session
+
+log = logging.getLogger("cargohold.transfer")
+
+PARALLEL_BLOBS = 4
+Progress = Callable[[int, int], None]  # (bytes fetched so far, blobs done so far)
+
+
+class ImportFailed(Exception):
+    """An import that cannot be done; ``status`` and ``code`` are what the management API answers."""
+
+    status = 502
+    code = "SOURCE_FAILED"
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+        if code is not None:
+            self.code = code
+
+
+class TargetConflict(ImportFailed):
+    status, code = 409, "TARGET_EXISTS"
+
+
+class SourceNotFound(ImportFailed):
+    status, code = 404, "SOURCE_NOT_FOUND"
+
+
+class InvalidImport(ImportFailed):
+    status, code = 422, "INVALID_IMPORT"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A local repository and the tag to set (None: store by digest only)."""
+
+    repository: str
+    tag: str | None
+
+    def __str__(self) -> str:
+        return f"{self.repository}:{self.tag}" if self.tag else self.repository
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    source_digest: str
+    manifests: int
+    blobs: int
+    fetched_blobs: int
+    fetched_bytes: int
+
+
+@dataclass
+class _Node:
+    fetched: FetchedManifest
+    blobs: list[tuple[str, int]]
+    lazy: bool = False
+
+
+@dataclass
+class _Plan:
+    nodes: dict[str, _Node] = field(default_factory=dict)  # insertion order: children before parents
+    top: str = ""
+
+
+def matches_platform(platform: Any, wanted: list[str]) -> bool:
+    """Whether an index entry's ``platform`` is one of ``os/arch[/variant]`` (a spec without variant matches any)."""
+    if not isinstance(platform, dict):
+        return False
+    os_, arch, variant = platform.get("os"), platform.get("architecture"), platform.get("variant")
+    for spec in wanted:
+        parts = spec.split("/")
+        if len(parts) >= 2 and parts[0] == os_ and parts[1] == arch and (len(parts) == 2 or parts[2] == variant):
+            return True
+    return False
+
+
+class Importer:
+    """Copies from a source registry into this one. One instance per worker; ``run`` may be called concurrently."""
+
+    def __init__(self, registry: Registry, settings: Settings) -> None:
+        self.registry = registry
+        self.settings = settings
+
+    async def run(
+        self,
+        source_ref: str,
+        targets: list[Target],
+        credentials: Credentials | None = None,
+        *,
+        insecure: bool = False,
+        force: bool = False,
+        platforms: list[str] | None = None,
+        progress: Progress | None = None,
+    ) -> ImportResult:
+        try:
+            source = Reference.parse(source_ref)
+            endpoint = Endpoint(source.registry, insecure)
+        except (RegistryError, ValueError) as exc:
+            raise InvalidImport(f"{source_ref[:200]!r} is not an image reference: {exc}") from None
+        if not targets:
+            raise InvalidImport("no target repository")
+        current = {t: await self._tag_digest(t) for t in targets}
+        keepalive = max(1.0, min(15.0, self.settings.upstream_timeout_seconds / 2))
+        async with guarded_session(self.settings, limit=32, keepalive_timeout=keepalive) as session:
+            client = UpstreamClient(
+                session, endpoint, credentials,
+                retries=self.settings.upstream_retries, timeout=self.settings.upstream_timeout_seconds,
+            )
+            where = f"{source.registry}/{source.repository}"
+            try:
+                plan = await self._plan(client, source, platforms)
+                for target, digest in current.items():
+                    if digest is not None and digest != plan.top and not force:
+                        raise TargetConflict(
+                            f"{target} points to {digest}, not to {plan.top} ({source_ref}); import with force to move it"
+                        )
+                tally = _Tally(progress)
+                for repository in dict.fromkeys(t.repository for t in targets):
+                    await self._copy_blobs(client, source.repository, repository, plan, tally)
+                for target in targets:
+                    await self._put_manifests(target, plan)
+            except ImportFailed:
+                raise
+            except up.UpstreamNotFound as exc:
+                raise SourceNotFound(f"{where}: {exc}") from None
+            except up.UpstreamAuthFailed as exc:
+                raise ImportFailed(f"{where} refused the credentials: {exc}", status=422, code="SOURCE_AUTH_FAILED") from None
+            except up.UpstreamRateLimited as exc:
+                raise ImportFailed(f"{where} is rate-limiting: {exc}", status=429, code="SOURCE_RATE_LIMITED") from None
+            except UpstreamRefused as exc:
+                raise ImportFailed(f"{where}: {exc}", status=422, code="UPSTREAM_NOT_ALLOWED") from None
+            except (up.UpstreamError, TimeoutError) as exc:
+                raise ImportFailed(f"{where} failed: {exc or type(exc).__name__}") from None
+            except RegistryError as exc:  # a source manifest this registry does not accept
+                raise ImportFailed(f"{where}: {exc.code}: {exc.message}", status=422, code="SOURCE_INVALID") from None
+        return ImportResult(plan.top, len(plan.nodes), tally.blobs, tally.fetched_blobs, tally.bytes)
+
+    async def _tag_digest(self, target: Target) -> str | None:
+        if target.tag is None:
+            return None
+        try:
+            return (await self.registry.manifests.get(target.repository, target.tag)).digest
+        except ManifestUnknown:
+            return None
+
+    # ---- phase 1: the manifests --------------------------------------------------------------
+
+    async def _plan(self, client: UpstreamClient, source: Reference, platforms: list[str] | None) -> _Plan:
+        plan = _Plan()
+        top = await client.get_manifest(source.repository, source.identifier)
+        plan.top = top.digest
+        visiting: set[str] = set()
+
+        async def visit(fetched: FetchedManifest, platform_filter: list[str] | None) -> None:
+            if fetched.digest in plan.nodes or fetched.digest in visiting:
+                return
+            visiting.add(fetched.digest)
+            parsed = parse_manifest(fetched.body, fetched.media_type)
+            lazy = False
+            if parsed.media_type in mt.INDEXES:
+                children = json.loads(fetched.body).get("manifests") or []
+                if platform_filter:
+                    chosen = [c for c in children if matches_platform(c.get("platform"), platform_filter)]
+                    if not chosen:
+                        raise InvalidImport(f"{fetched.digest} has no manifest for {', '.join(platform_filter)}")
+                    lazy = len(chosen) < len(children)
+                    children = chosen
+                for child in children:
+                    digest = child.get("digest")
+                    await visit(await client.get_manifest(source.repository, digest), None)
+            blobs = [(d.digest, d.size) for d in parsed.required_blobs]
+            plan.nodes[fetched.digest] = _Node(fetched, blobs, lazy)
+            for referrer in await self._referrers(client, source.repository, fetched.digest):
+                if referrer not in plan.nodes:
+                    await visit(await client.get_manifest(source.repository, referrer), None)
+
+        await visit(top, platforms)
+        return plan
+
+    async def _referrers(self, client: UpstreamClient, repository: str, digest: str) -> list[str]:
+        body = await client.referrers(repository, digest)
+        if body is None:  # no referrers API: the tag schema ("sha256-<hex>") holds an index of them
+            parsed = Digest.parse(digest)
+            try:
+                body = (await client.get_manifest(repository, f"{parsed.algorithm}-{parsed.hex}")).body
+            except up.UpstreamNotFound:
+                return []
+        try:
+            descriptors = json.loads(body).get("manifests") or []
+        except (ValueError, AttributeError):
+            raise up.UpstreamProtocolError("the source's referrers answer is not an image index") from None
+        found = []
+        for descriptor in descriptors:
+            child = descriptor.get("digest") if isinstance(descriptor, dict) else None
+            if isinstance(child, str) and Digest.is_valid(child):
+                found.append(child)
+        return found
+
+    # ---- phase 2: the blobs ------------------------------------------------------------------
+
+    async def _copy_blobs(self, client: UpstreamClient, source_repo: str, repository: str, plan: _Plan, tally: _Tally) -> None:
+        wanted = dict(blob for node in plan.nodes.values() for blob in node.blobs)
+        limit = asyncio.Semaphore(PARALLEL_BLOBS)
+
+        async def one(digest: str, size: int) -> None:
+            async with limit:
+                await self._copy_blob(client, source_repo, repository, digest, size, tally)
+
+        tasks = [asyncio.ensure_future(one(d, s)) for d, s in wanted.items()]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _copy_blob(
+        self, client: UpstreamClient, source_repo: str, repository: str, digest: str, size: int, tally: _Tally
+    ) -> None:
+        try:
+            await self.registry.blobs.stat(repository, digest)
+        except BlobUnknown:
+            pass
+        else:
+            tally.done(0)
+            return
+        parsed = Digest.parse(digest)
+        store = self.registry.stores.blobs
+        present = store.stat(parsed)
+        if present is not None and present.size == size:
+            if digest not in tally.confirmed:
+                async with client.blob(source_repo, digest):  # the source serves it: linking reveals nothing
+                    pass
+            await self.registry.blobs.link(repository, digest, present.size)
+            tally.done(0)
+            return
+        fetched = await self._download(client, source_repo, parsed, size, tally)
+        tally.confirmed.add(digest)
+        await self.registry.blobs.link(repository, digest, fetched)
+        tally.fetched_blobs += 1
+        tally.done(0)
+
+    async def _download(self, client: UpstreamClient, source_repo: str, digest: Digest, size: int, tally: _Tally) -> int:
+        """Stream a blob to a temporary file while hashing; publish it only once digest and size check out."""
+        store = self.registry.stores.blobs
+        tmp = store.tmp / f"import-{uuid.uuid4().hex}.tmp"
+        hasher = new_hasher(digest.algorithm)
+        written = 0
+        try:
+            async with client.blob(source_repo, str(digest)) as response:
+                if response.size is not None and response.size != size:
+                    raise ImportFailed(f"the source says blob {digest} has {response.size} bytes, its manifest says {size}")
+                # Chunks are small (the connection's own): writing them to the page cache inline costs
+                # less than a thread hop each; the fsync, which may block, runs in a thread below.
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+                try:
+                    async for chunk in response.chunks:
+                        written += len(chunk)
+                        if written > size:
+                            raise ImportFailed(f"blob {digest} is longer than the {size} bytes its manifest says")
+                        hasher.update(chunk)
+                        view = memoryview(chunk)
+                        while view:
+                            view = view[os.write(fd, view):]
+                        tally.add_bytes(len(chunk))
+                finally:
+                    os.close(fd)
+            if written != size:
+                raise ImportFailed(f"blob {digest}: got {written} of {size} bytes")
+            if f"{digest.algorithm}:{hasher.hexdigest()}" != str(digest):
+                raise ImportFailed(f"blob {digest}: the bytes the source sent do not match the digest")
+            await asyncio.to_thread(fsync_file, tmp)
+            await store.adopt(tmp, digest)
+        finally:
+            if tmp.exists():
+                os.unlink(tmp)
+        return written
+
+    # ---- phase 3: the manifests, the tag last ------------------------------------------------
+
+    async def _put_manifests(self, target: Target, plan: _Plan) -> None:
+        for digest, node in plan.nodes.items():
+            if digest == plan.top:
+                continue
+            await self.registry.manifests.put(target.repository, digest, node.fetched.body, node.fetched.media_type, lazy=node.lazy)
+        top = plan.nodes[plan.top]
+        tags = [target.tag] if target.tag else []
+        await self.registry.manifests.put(target.repository, plan.top, top.fetched.body, top.fetched.media_type, tags, lazy=top.lazy)
+
+
+class _Tally:
+    def __init__(self, progress: Progress | None) -> None:
+        self.progress = progress
+        self.bytes = 0
+        self.blobs = 0
+        self.fetched_blobs = 0
+        self.confirmed: set[str] = set()
+
+    def add_bytes(self, n: int) -> None:
+        self.bytes += n
+        if self.progress is not None:
+            self.progress(self.bytes, self.blobs)
+
+    def done(self, n: int) -> None:
+        self.blobs += 1
+        if self.progress is not None:
+            self.progress(self.bytes, self.blobs)

@@ -1,0 +1,359 @@
+"""Server-side import (``POST /api/v1/imports``, ``cargohold import``) from a real docker-registry upstream.
+
+The upstream is CNCF Distribution 2.8 (no referrers API: referrers are found
+through the ``sha256-<hex>`` tag schema), reached through the counting,
+fault-injecting ``UpstreamProxy`` so that tests can tell which requests an
+import spent and break a blob download half-way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from ocihelpers import (
+    OCI_CONFIG,
+    OCI_EMPTY,
+    OCI_INDEX,
+    OCI_LAYER,
+    OCI_MANIFEST,
+    descriptor,
+    digest_of,
+    image_manifest,
+    manifest_bytes,
+    push_blob,
+    push_image,
+    push_manifest,
+)
+from servers import DockerRegistry, Server
+from upstream_proxy import UpstreamProxy
+
+TIMEOUT = 60
+
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerRegistry]:
+    registry = DockerRegistry(tmp_path_factory.mktemp("import-upstream")).start()
+    try:
+        yield registry
+    finally:
+        registry.stop()
+
+
+@pytest.fixture(scope="module")
+def proxy(upstream: DockerRegistry) -> Iterator[UpstreamProxy]:
+    with UpstreamProxy(upstream.url) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    running = Server(
+        data_dir=tmp_path_factory.mktemp("import-server") / "data",
+        auth=True,
+        workers=1,  # import jobs live in the worker that runs them (GET /imports/{id})
+        extra_env={"CARGOHOLD_ALLOW_PRIVATE_UPSTREAMS": "1", "CARGOHOLD_LOGIN_THROTTLE_ATTEMPTS": "100000"},
+    ).start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(autouse=True)
+def _clean_proxy(proxy: UpstreamProxy) -> Iterator[None]:
+    proxy.clear_fault()
+    proxy.reset()
+    yield
+    proxy.clear_fault()
+
+
+def admin(server: Server) -> tuple[str, str]:
+    return ("admin", server.admin_password)
+
+
+def api(server: Server, method: str, path: str, auth: Any = None, **kwargs: Any) -> requests.Response:
+    return requests.request(method, f"{server.url}/api/v1{path}", auth=auth or admin(server), timeout=TIMEOUT, **kwargs)
+
+
+def start_import(server: Server, source: str, auth: Any = None, **body: Any) -> requests.Response:
+    return api(server, "POST", "/imports", auth, json={"source": source, "insecure": True, **body})
+
+
+def problem(response: requests.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, (response.status_code, response.text)
+    assert response.headers["Content-Type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["code"] == code, body
+    assert body["detail"], body
+    return body
+
+
+def local_manifest(server: Server, repo: str, reference: str) -> requests.Response:
+    return requests.get(
+        f"{server.url}/v2/{repo}/manifests/{reference}", auth=admin(server), timeout=TIMEOUT,
+        headers={"Accept": f"{OCI_MANIFEST}, {OCI_INDEX}"},
+    )
+
+
+def local_blob(server: Server, repo: str, digest: str) -> bytes:
+    r = requests.get(f"{server.url}/v2/{repo}/blobs/{digest}", auth=admin(server), timeout=TIMEOUT)
+    assert r.status_code == 200, (r.status_code, r.text)
+    return r.content
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}/{uuid.uuid4().hex[:10]}"
+
+
+def push_platform_image(url: str, repo: str, arch: str) -> tuple[str, bytes]:
+    config = json.dumps({"architecture": arch, "os": "linux", "salt": uuid.uuid4().hex}).encode()
+    layer = os.urandom(512)
+    push_blob(url, repo, config)
+    push_blob(url, repo, layer)
+    body = manifest_bytes(image_manifest(descriptor(OCI_CONFIG, config), [descriptor(OCI_LAYER, layer)]))
+    digest, _ = push_manifest(url, repo, body, media_type=OCI_MANIFEST)
+    return digest, body
+
+
+def push_index(url: str, repo: str, tag: str) -> tuple[str, bytes, dict[str, str]]:
+    children = {arch: push_platform_image(url, repo, arch) for arch in ("amd64", "arm64")}
+    index = {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            {**descriptor(OCI_MANIFEST, body), "platform": {"os": "linux", "architecture": arch}}
+            for arch, (_, body) in children.items()
+        ],
+    }
+    body = manifest_bytes(index)
+    push_manifest(url, repo, body, reference=tag, media_type=OCI_INDEX)
+    return digest_of(body), body, {arch: digest for arch, (digest, _) in children.items()}
+
+
+def push_referrer(url: str, repo: str, subject_digest: str, subject_body: bytes) -> tuple[str, bytes]:
+    """An artifact manifest with ``subject``, and the fallback tag index Distribution 2.8 clients maintain."""
+    push_blob(url, repo, b"{}")
+    payload = os.urandom(300)
+    push_blob(url, repo, payload)
+    artifact = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": "application/vnd.example.signature",
+        "config": {"mediaType": OCI_EMPTY, "digest": digest_of(b"{}"), "size": 2},
+        "layers": [descriptor("application/vnd.example.sig.v1", payload)],
+        "subject": descriptor(OCI_MANIFEST, subject_body),
+    }
+    body = manifest_bytes(artifact)
+    digest, _ = push_manifest(url, repo, body, media_type=OCI_MANIFEST)
+    fallback = {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [{**descriptor(OCI_MANIFEST, body), "artifactType": "application/vnd.example.signature"}],
+    }
+    push_manifest(url, repo, manifest_bytes(fallback), reference=subject_digest.replace(":", "-"), media_type=OCI_INDEX)
+    return digest, body
+
+
+# ---- happy paths ---------------------------------------------------------------------------------
+
+
+def test_single_image_byte_exact_then_nothing_fetched_again(server: Server, upstream: DockerRegistry, proxy: UpstreamProxy) -> None:
+    src = unique("src")
+    digest, body = push_image(upstream.url, src, "v1", layers=2)
+    target = unique("imp") + ":v1"
+    r = start_import(server, f"{proxy.host}/{src}:v1", targets=[target])
+    assert r.status_code == 201, r.text
+    job = r.json()
+    assert job["state"] == "succeeded" and job["source_digest"] == digest and job["error"] is None
+    assert job["targets"] == [target] and job["requested_by"] == "admin" and job["finished_at"]
+    assert job["blobs_done"] == 3 and job["bytes_done"] > 0
+    assert r.headers["Location"] == f"/api/v1/imports/{job['id']}"
+    repo = target.split(":")[0]
+    got = local_manifest(server, repo, "v1")
+    assert got.status_code == 200 and got.content == body and got.headers["Docker-Content-Digest"] == digest
+    for layer in json.loads(body)["layers"]:
+        assert digest_of(local_blob(server, repo, layer["digest"])) == layer["digest"]
+    assert proxy.counts(method="GET", kind="blob") == 3
+
+    proxy.reset()
+    again = start_import(server, f"{proxy.host}/{src}:v1", targets=[target])
+    assert again.status_code == 201, again.text
+    assert proxy.counts(kind="blob") == 0, proxy.summary()
+
+    events = api(server, "GET", "/audit", params={"action": "import"}).json()
+    items = events["events"]
+    mine = [e for e in items if e["target"] == target and e["outcome"] == "ok"]
+    assert mine and mine[0]["detail"]["source_digest"] == digest
+
+
+def test_default_target_is_the_source_path_and_tag_and_wait_false(server: Server, upstream: DockerRegistry, proxy: UpstreamProxy) -> None:
+    src = unique("deflt")
+    _, body = push_image(upstream.url, src, "2.0")
+    r = start_import(server, f"{proxy.host}/{src}:2.0", wait=False)
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert job["state"] == "running" and job["targets"] == [f"{src}:2.0"]
+    deadline = time.monotonic() + 30
+    while job["state"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.1)
+        job = api(server, "GET", f"/imports/{job['id']}").json()
+    assert job["state"] == "succeeded", job
+    assert local_manifest(server, src, "2.0").content == body
+    assert api(server, "GET", f"/imports/{'0' * 32}").status_code == 404
+
+
+def test_multi_arch_index_all_platforms_or_some(server: Server, upstream: DockerRegistry, proxy: UpstreamProxy) -> None:
+    src = unique("multi")
+    index_digest, index_body, children = push_index(upstream.url, src, "1")
+    everything = unique("imp")
+    assert start_import(server, f"{proxy.host}/{src}:1", targets=[f"{everything}:1"]).status_code == 201
+    got = local_manifest(server, everything, "1")
+    assert got.content == index_body and got.headers["Docker-Content-Digest"] == index_digest
+    for digest in children.values():
+        assert local_manifest(server, everything, digest).status_code == 200
+
+    some = unique("imp")
+    r = start_import(server, f"{proxy.host}/{src}@{index_digest}", targets=[f"{some}:arm"], platforms=["linux/arm64"])
+    assert r.status_code == 201, r.text
+    assert local_manifest(server, some, "arm").content == index_body  # the index stays byte-exact
+    arm = local_manifest(server, some, children["arm64"])
+    assert arm.status_code == 200
+    for layer in json.loads(arm.content)["layers"]:
+        local_blob(server, some, layer["digest"])
+    assert local_manifest(server, some, children["amd64"]).status_code == 404
+
+    problem(start_import(server, f"{proxy.host}/{src}:1", targets=[unique("imp")], platforms=["windows/amd64"]), 422, "INVALID_IMPORT")
+
+
+def test_referrers_come_along(server: Server, upstream: DockerRegistry, proxy: UpstreamProxy) -> None:
+    src = unique("signed")
+    digest, body = push_image(upstream.url, src, "1")
+    referrer, referrer_body = push_referrer(upstream.url, src, digest, body)
+    target = unique("imp")
+    assert start_import(server, f"{proxy.host}/{src}:1", targets=[f"{target}:1"]).status_code == 201
+    assert local_manifest(server, target, referrer).content == referrer_body
+    listed = requests.get(f"{server.url}/v2/{target}/referrers/{digest}", auth=admin(server), timeout=TIMEOUT)
+    assert listed.status_code == 200, listed.text
+    assert [m["digest"] for m in listed.json()["manifests"]] == [referrer]
+    assert listed.json()["manifests"][0]["artifactType"] == "application/vnd.example.signature"
+
+
+# ---- tags and force ------------------------------------------------------------------------------
+
+
+def test_existing_tag_elsewhere_needs_force(server: Server, upstream: DockerRegistry, proxy: UpstreamProxy) -> None:
+    src = unique("force")
+    first, _ = push_image(upstream.url, src, "a")
+    second, second_body = push_image(upstream.url, src, "b")
+    target = unique("imp") + ":t"
+    assert start_import(server, f"{proxy.host}/{src}:a", targets=[target]).status_code == 201
+    proxy.reset()
+    problem(start_import(server, f"{proxy.host}/{src}:b", targets=[target]), 409, "TARGET_EXISTS")
+    assert proxy.counts(kind="blob") == 0, proxy.summary()  # refused before anything was copied
+    repo = target.split(":")[0]
+    assert local_manifest(server, repo, "t").headers["Docker-Content-Digest"] == first
+    assert start_import(server, f"{proxy.host}/{src}:a", targets=[target]).status_code == 201  # same digest: fine
+    assert start_import(server, f"{proxy.host}/{src}:b", targets=[target], force=True).status_code == 201
+    moved = local_manifest(server, repo, "t")
+    assert moved.headers["Docker-Content-Digest"] == second and moved.content == second_body
+
+
+# ---- failures ------------------------------------------------------------------------------------
+
+
+def test_failures_leave_no_tag(server: Server, upstream: DockerRegistry, proxy: UpstreamProxy) -> None:
+    target = unique("imp")
+    body = problem(start_import(server, f"{proxy.host}/{unique('nothing')}:1", targets=[f"{target}:1"]), 404, "SOURCE_NOT_FOUND")
+    assert body["import_id"]
+    assert local_manifest(server, target, "1").status_code == 404
+
+    src = unique("broken")
+    config = json.dumps({"os": "linux", "architecture": "amd64"}).encode()
+    layer = os.urandom(300_000)
+    push_blob(upstream.url, src, config)
+    push_blob(upstream.url, src, layer)
+    push_manifest(upstream.url, src, image_manifest(descriptor(OCI_CONFIG, config), [descriptor(OCI_LAYER, layer)]), reference="1")
+    proxy.fail("truncate", kind="blob", reference=digest_of(layer))
+    failed = problem(start_import(server, f"{proxy.host}/{src}:1", targets=[f"{target}:1"]), 502, "SOURCE_FAILED")
+    assert local_manifest(server, target, "1").status_code == 404
+    job = api(server, "GET", f"/imports/{failed['import_id']}").json()
+    assert job["state"] == "failed" and job["error"]
+    proxy.clear_fault()
+    assert start_import(server, f"{proxy.host}/{src}:1", targets=[f"{target}:1"]).status_code == 201
+    assert digest_of(local_blob(server, target, digest_of(layer))) == digest_of(layer)
+    leftovers = [p.name for p in (server.data_dir / "tmp").iterdir() if p.name.startswith("import-")]
+    assert leftovers == []
+
+
+def test_bad_credentials(server: Server, tmp_path: Path) -> None:
+    htpasswd = tmp_path / "htpasswd"
+    line = subprocess.run(["htpasswd", "-Bbn", "user", "pass"], check=True, capture_output=True, text=True).stdout
+    htpasswd.write_text(line)
+    private = DockerRegistry(tmp_path / "private", htpasswd=htpasswd).start()
+    try:
+        source = f"{private.host}/some/image:1"
+        target = unique("imp")
+        problem(start_import(server, source, targets=[f"{target}:1"], username="user", password="wrong"), 422, "SOURCE_AUTH_FAILED")
+        problem(start_import(server, source, targets=[f"{target}:1"]), 422, "SOURCE_AUTH_FAILED")
+        # The right login gets through to the registry, which has no such image.
+        problem(start_import(server, source, targets=[f"{target}:1"], username="user", password="pass"), 404, "SOURCE_NOT_FOUND")
+        assert local_manifest(server, target, "1").status_code == 404
+    finally:
+        private.stop()
+
+
+def test_content_write_is_needed_on_the_target(server: Server, upstream: DockerRegistry, proxy: UpstreamProxy) -> None:
+    src = unique("robo")
+    push_image(upstream.url, src, "1")
+    name = f"map{uuid.uuid4().hex[:8]}"
+    rules = [{"repository": "robots/*", "actions": ["content/read", "content/write"]}, {"repository": "imp/*", "actions": ["content/read"]}]
+    assert api(server, "POST", "/scope-maps", json={"name": name, "rules": rules}).status_code == 201
+    created = api(server, "POST", "/tokens", json={"name": f"robot{uuid.uuid4().hex[:8]}", "scope_maps": [name]})
+    assert created.status_code == 201, created.text
+    robot = (created.json()["name"], created.json()["token"])
+    read_only = unique("imp")
+    problem(start_import(server, f"{proxy.host}/{src}:1", auth=robot, targets=[f"{read_only}:1"]), 403, "DENIED")
+    assert local_manifest(server, read_only, "1").status_code == 404
+    problem(start_import(server, f"{proxy.host}/{src}:1", auth=robot, targets=[f"robots/{uuid.uuid4().hex[:8]}:1"],
+                         credential_set="anything"), 403, "DENIED")
+    r = start_import(server, f"{proxy.host}/{src}:1", auth=robot, targets=[f"robots/{uuid.uuid4().hex[:8]}:1"])
+    assert r.status_code == 201, r.text
+    assert r.json()["requested_by"] == robot[0]
+
+
+# ---- the CLI -------------------------------------------------------------------------------------
+
+
+def test_cli_import_and_status(server: Server, upstream: DockerRegistry, proxy: UpstreamProxy, tmp_path: Path) -> None:
+    src = unique("cli")
+    digest, body = push_image(upstream.url, src, "3")
+    target = unique("imp")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CARGOHOLD_")}
+    env |= {"HOME": str(tmp_path), "CARGOHOLD_USERNAME": "admin", "CARGOHOLD_PASSWORD": server.admin_password}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "cargohold", *args, "--registry", server.url], env=env, capture_output=True, text=True,
+            timeout=120, check=False, stdin=subprocess.DEVNULL,
+        )
+
+    done = cli("import", f"{proxy.host}/{src}:3", "--image", f"{target}:3", "--insecure", "--output", "json")
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    job = json.loads(done.stdout)
+    assert job["state"] == "succeeded" and job["source_digest"] == digest
+    assert local_manifest(server, target, "3").content == body
+    status = cli("import-status", job["id"])
+    assert status.returncode == 0 and digest in status.stdout, (status.stdout, status.stderr)
+    refused = cli("import", f"{proxy.host}/{unique('none')}:1", "--image", f"{target}:3", "--insecure")
+    assert refused.returncode == 1, (refused.stdout, refused.stderr)
+    assert "error:" in refused.stderr and "MANIFEST_UNKNOWN" in " ".join(refused.stderr.split()), refused.stderr
