@@ -6,9 +6,7 @@ the bytes never pass through Python.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
 
 from aiohttp import web
 
@@ -69,19 +67,13 @@ async def _stream_fill(request: web.Request, route: Route, digest: str, stream: 
         await stream.aclose()
         return response
     await response.prepare(request)
-    loop = asyncio.get_running_loop()
-    sent = 0
+    if request.transport is None:
+        await stream.aclose()
+        raise ConnectionResetError("the client went away")
     try:
-        # Each run of verified-so-far bytes goes from the partial file's page cache to the socket
-        # (sendfile), like a stored blob: no copy through Python (measured: 11 % less CPU per cold pull).
-        async for offset, length in stream.spans():
-            if request.transport is None:
-                raise ConnectionResetError("the client went away")
-            with os.fdopen(stream.fileno(), "rb", closefd=False) as file:
-                await loop.sendfile(request.transport, file, offset, length)
-            sent += length
+        await stream.sendfile(request.transport)
     except FillFailed as error:
-        log.warning("aborting %s@%s after %d bytes: %s", route.local, digest, sent, error)
+        log.warning("aborting %s@%s: %s", route.local, digest, error)
         response.force_close()
         if request.transport is not None:
             request.transport.abort()
