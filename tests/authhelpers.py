@@ -243,3 +243,14 @@ def fetch_token(
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def ok(response: requests.Response, status: int = 200) -> Any:
+    """The JSON body of a management-API answer with this status (None for a 204)."""
+    where = f"{response.request.method} {response.url}"
+    assert response.status_code == status, f"{where}: {response.status_code} {response.text[:500]}"
+    if status == 204:
+        assert response.content == b""
+        return None
+    assert response.headers["Content-Type"].startswith("application/json"), where
+    return response.json()

@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 import requests
-from authhelpers import run_async, server_settings
+from authhelpers import ok, run_async, server_settings
+from cachehelpers import record_upstream_status
 from servers import Server, drop_postgres_schema
 from sqlalchemy import select
 
 from cargohold.cache.secrets import SecretBox, load_key
-from cargohold.store.cache import CacheConfigStore
 from cargohold.store.db import create_engine
 from cargohold.store.schema import credential_sets
 
@@ -97,16 +97,6 @@ def api(srv: Server, method: str, path: str, auth: Any = "admin", **kwargs: Any)
     )
 
 
-def ok(response: requests.Response, status: int = 200) -> Any:
-    where = f"{response.request.method} {response.url}"
-    assert response.status_code == status, f"{where}: {response.status_code} {response.text[:500]}"
-    if status == 204:
-        assert response.content == b""
-        return None
-    assert response.headers["Content-Type"].startswith("application/json"), where
-    return response.json()
-
-
 def problem(response: requests.Response, status: int, code: str | None = None) -> dict[str, Any]:
     where = f"{response.request.method} {response.url}"
     assert response.status_code == status, f"{where}: {response.status_code} {response.text[:500]}"
@@ -153,21 +143,6 @@ def stored_secret(srv: Server, name: str) -> str:
             await engine.dispose()
 
     return run_async(go)
-
-
-def record_status(srv: Server, name: str) -> None:
-    """What the cache service records after a failed login and a rate-limited answer."""
-
-    async def go() -> None:
-        engine = create_engine(server_settings(srv))
-        try:
-            store = CacheConfigStore(engine)
-            await store.record_login(name, False, "401 from auth.docker.io: incorrect username or password")
-            await store.record_ratelimit(name, 100, 7)
-        finally:
-            await engine.dispose()
-
-    run_async(go)
 
 
 # ---- the document -----------------------------------------------------------------------------------
@@ -346,7 +321,7 @@ def test_credential_set_lifecycle_and_secrecy(srv: Server) -> None:
     assert box.open(sealed) == password
     secret(sealed)
 
-    record_status(srv, name)
+    record_upstream_status(srv, name, "401 from auth.docker.io: incorrect username or password")
     shown = ok(api(srv, "GET", f"/credential-sets/{name}"))
     assert shown["last_login"]["ok"] is False and "incorrect username or password" in shown["last_login"]["error"]
     assert shown["last_login"]["at"] and (shown["ratelimit"]["limit"], shown["ratelimit"]["remaining"]) == (100, 7)

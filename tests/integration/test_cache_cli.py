@@ -17,11 +17,8 @@ from typing import Any
 
 import pytest
 import requests
-from authhelpers import run_async, server_settings
+from cachehelpers import record_upstream_status
 from servers import Server, free_port
-
-from cargohold.store.cache import CacheConfigStore
-from cargohold.store.db import create_engine
 
 
 @pytest.fixture(scope="module")
@@ -104,21 +101,6 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def record_status(server: Server, name: str) -> None:
-    """What the cache service records after a failed upstream login and a rate-limited answer."""
-
-    async def go() -> None:
-        engine = create_engine(server_settings(server))
-        try:
-            store = CacheConfigStore(engine)
-            await store.record_login(name, False, "incorrect username or password")
-            await store.record_ratelimit(name, 100, 7)
-        finally:
-            await engine.dispose()
-
-    run_async(go)
-
-
 def test_credential_set_round_trip(cli: Cli, registry: Server) -> None:
     name = unique("hub")
     result = cli.ok(
@@ -138,7 +120,7 @@ def test_credential_set_round_trip(cli: Cli, registry: Server) -> None:
 
     shown = cli.ok("credential-set", "show", name).stdout
     assert "bob" in shown and "never" in shown
-    record_status(registry, name)
+    record_upstream_status(registry, name, "incorrect username or password")
     shown = " ".join(cli.ok("credential-set", "show", name).stdout.split())
     assert "failed" in shown and "incorrect username or password" in shown and "7 of 100 remaining" in shown
     item = cli.json("credential-set", "show", name)

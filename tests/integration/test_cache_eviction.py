@@ -28,6 +28,12 @@ from pathlib import Path
 
 import pytest
 import requests
+from cachehelpers import (
+    cache_server,
+    docker_registry,
+    push_upstream_manifest,
+    random_config,
+)
 from ocihelpers import (
     OCI_CONFIG,
     OCI_LAYER,
@@ -70,30 +76,12 @@ class Image:
         return sum(len(b) for b in self.blobs.values())
 
 
-def _upstream_blob(url: str, repo: str, data: bytes) -> str:
-    digest = digest_of(data)
-    r = requests.post(f"{url}/v2/{repo}/blobs/uploads/", timeout=TIMEOUT)
-    assert r.status_code == 202, (r.status_code, r.text)
-    location = r.headers["Location"]
-    location = location if location.startswith("http") else url + location
-    r = requests.put(location + ("&" if "?" in location else "?") + f"digest={digest}", data=data,
-                     headers={"Content-Type": "application/octet-stream"}, timeout=TIMEOUT)
-    assert r.status_code == 201, (r.status_code, r.text)
-    return digest
-
-
 def push_upstream(upstream: DockerRegistry, name: str, tag: str = "1", layers: tuple[int, ...] = (48 * KiB,),
                   shared: bytes | None = None) -> Image:
     """A random image (plus the ``shared`` layer, if given) in the upstream."""
-    repo = f"library/{name}"
-    config = json.dumps({"architecture": "amd64", "os": "linux", "salt": uuid.uuid4().hex}).encode()
+    config = random_config()
     contents = [config] + [os.urandom(n) for n in layers] + ([shared] if shared is not None else [])
-    for data in contents:
-        _upstream_blob(upstream.url, repo, data)
-    body = manifest_bytes(image_manifest(descriptor(OCI_CONFIG, config), [descriptor(OCI_LAYER, d) for d in contents[1:]]))
-    r = requests.put(f"{upstream.url}/v2/{repo}/manifests/{tag}", data=body, headers={"Content-Type": OCI_MANIFEST},
-                     timeout=TIMEOUT)
-    assert r.status_code == 201, (r.status_code, r.text)
+    body = push_upstream_manifest(upstream.url, f"library/{name}", tag, config, contents[1:])
     return Image(name, tag, sha256(body), body, {digest_of(d): d for d in contents})
 
 
@@ -156,24 +144,16 @@ def cli_env(server: Server, home: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerRegistry]:
-    registry = DockerRegistry(tmp_path_factory.mktemp("upstream")).start()
-    try:
+    with docker_registry(tmp_path_factory.mktemp("upstream")) as registry:
         yield registry
-    finally:
-        registry.stop()
 
 
 def _start(upstream: DockerRegistry, data_dir: Path, quota: int = 0, interval: int = 3600) -> Cache:
-    server = Server(
-        data_dir=data_dir,
-        auth=True,
-        workers=1,
-        extra_env={
-            "CARGOHOLD_ALLOW_PRIVATE_UPSTREAMS": "1",
-            "CARGOHOLD_CACHE_QUOTA_BYTES": str(quota),
-            "CARGOHOLD_CACHE_EVICT_INTERVAL_SECONDS": str(interval),
-            "CARGOHOLD_UPSTREAM_TIMEOUT_SECONDS": "10",
-        },
+    server = cache_server(
+        data_dir,
+        CARGOHOLD_CACHE_QUOTA_BYTES=str(quota),
+        CARGOHOLD_CACHE_EVICT_INTERVAL_SECONDS=str(interval),
+        CARGOHOLD_UPSTREAM_TIMEOUT_SECONDS="10",
     )
     server.start()
     cache = Cache(server, upstream)

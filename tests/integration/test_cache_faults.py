@@ -37,15 +37,14 @@ import aiohttp
 import pytest
 import requests
 from aiohttp import web
-from ocihelpers import (
-    OCI_CONFIG,
-    OCI_LAYER,
-    OCI_MANIFEST,
-    descriptor,
-    digest_of,
-    image_manifest,
-    manifest_bytes,
+from cachehelpers import (
+    blob_files,
+    cache_server,
+    docker_registry,
+    push_upstream_manifest,
+    random_config,
 )
+from ocihelpers import OCI_MANIFEST, digest_of
 from servers import DockerRegistry, Server
 from upstream_proxy import Seen, UpstreamProxy, _Dropped, abort, hang_up, oci_error
 
@@ -84,28 +83,12 @@ class Image:
         return {digest_of(b): b for b in [self.config, *self.layers]}
 
 
-def _push_blob(url: str, repo: str, data: bytes) -> None:
-    r = requests.post(f"{url}/v2/{repo}/blobs/uploads/", timeout=TIMEOUT)
-    assert r.status_code == 202, (r.status_code, r.text)
-    location = r.headers["Location"]
-    location = location if location.startswith("http") else url + location
-    r = requests.put(location + ("&" if "?" in location else "?") + f"digest={digest_of(data)}", data=data,
-                     headers={"Content-Type": "application/octet-stream"}, timeout=TIMEOUT)
-    assert r.status_code == 201, (r.status_code, r.text)
-
-
 def push_upstream(upstream: DockerRegistry, layers: tuple[int, ...] = (512 * KiB,), tag: str = "1") -> Image:
     """A random image in the upstream (pushed directly, not through the proxy)."""
     name = f"f{uuid.uuid4().hex[:10]}"
-    repo = f"library/{name}"
-    config = json.dumps({"architecture": "amd64", "os": "linux", "salt": uuid.uuid4().hex}).encode()
+    config = random_config()
     contents = [os.urandom(n) for n in layers]
-    for data in [config, *contents]:
-        _push_blob(upstream.url, repo, data)
-    body = manifest_bytes(image_manifest(descriptor(OCI_CONFIG, config), [descriptor(OCI_LAYER, d) for d in contents]))
-    r = requests.put(f"{upstream.url}/v2/{repo}/manifests/{tag}", data=body, headers={"Content-Type": OCI_MANIFEST},
-                     timeout=TIMEOUT)
-    assert r.status_code == 201, (r.status_code, r.text)
+    body = push_upstream_manifest(upstream.url, f"library/{name}", tag, config, contents)
     return Image(name, tag, sha256(body), body, config, contents)
 
 
@@ -161,11 +144,6 @@ class Cache:
             return Pulled(r.status_code, r.headers.get("X-Cache"), bytes(body), error, doc)
 
 
-def blob_files(data_dir: Path) -> dict[str, Path]:
-    root = data_dir / "blobs"
-    return {f"{p.parent.parent.name}:{p.name}": p for p in root.glob("*/*/*") if p.is_file()}
-
-
 def stored_blob(data_dir: Path, digest: str, timeout: float = 10.0) -> Path:
     """The published file of ``digest``. A client gets the last bytes once they are verified, which is
     just before the blob is made durable and renamed into the store: allow that a moment."""
@@ -218,6 +196,17 @@ def assert_not_corrupt(pulled: Pulled, digest: str, data: bytes) -> None:
 # ---- faults of our own (upstream_proxy.py takes new modes) ---------------------------------------
 
 
+async def _prepare_relay(proxy: UpstreamProxy, seen: Seen, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+    """A response with the upstream's status, headers and length, its headers sent; the body is the caller's."""
+    assert seen.request is not None
+    response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=proxy.response_headers(upstream))
+    if upstream.content_length is not None:
+        response.content_length = upstream.content_length
+    seen.status = upstream.status
+    await response.prepare(seen.request)
+    return response
+
+
 async def _stall_mid(proxy: UpstreamProxy, seen: Seen, arg: Any) -> web.StreamResponse:
     """The upstream's headers and half its body, then nothing for ``proxy.stall_seconds``, then the connection drops."""
     request = seen.request
@@ -229,11 +218,7 @@ async def _stall_mid(proxy: UpstreamProxy, seen: Seen, arg: Any) -> web.StreamRe
     except (TimeoutError, aiohttp.ClientError) as exc:
         return oci_error(502, "UNAVAILABLE", f"proxy: {exc}")
     try:
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=proxy.response_headers(upstream))
-        if upstream.content_length is not None:
-            response.content_length = upstream.content_length
-        seen.status = upstream.status
-        await response.prepare(request)
+        response = await _prepare_relay(proxy, seen, upstream)
         half = (upstream.content_length or 0) // 2
         sent = 0
         while sent < half:
@@ -253,26 +238,19 @@ async def _stall_mid(proxy: UpstreamProxy, seen: Seen, arg: Any) -> web.StreamRe
 
 
 def _server(data_dir: Path, workers: int = 1, **env: str) -> Server:
-    return Server(
-        data_dir=data_dir,
-        auth=True,
-        workers=workers,
-        extra_env={
-            "CARGOHOLD_ALLOW_PRIVATE_UPSTREAMS": "1",
-            "CARGOHOLD_UPSTREAM_TIMEOUT_SECONDS": str(UPSTREAM_TIMEOUT),
-            "CARGOHOLD_UPSTREAM_RETRIES": "1",
-            **env,
-        },
+    return cache_server(
+        data_dir,
+        workers,
+        CARGOHOLD_UPSTREAM_TIMEOUT_SECONDS=str(UPSTREAM_TIMEOUT),
+        CARGOHOLD_UPSTREAM_RETRIES="1",
+        **env,
     )
 
 
 @pytest.fixture(scope="module")
 def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerRegistry]:
-    registry = DockerRegistry(tmp_path_factory.mktemp("upstream")).start()
-    try:
+    with docker_registry(tmp_path_factory.mktemp("upstream")) as registry:
         yield registry
-    finally:
-        registry.stop()
 
 
 @pytest.fixture(scope="module")
@@ -491,11 +469,7 @@ async def _slow(proxy: UpstreamProxy, seen: Seen, arg: Any) -> web.StreamRespons
     except (TimeoutError, aiohttp.ClientError) as exc:
         return oci_error(502, "UNAVAILABLE", f"proxy: {exc}")
     try:
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=proxy.response_headers(upstream))
-        if upstream.content_length is not None:
-            response.content_length = upstream.content_length
-        seen.status = upstream.status
-        await response.prepare(request)
+        response = await _prepare_relay(proxy, seen, upstream)
         if request.method == "HEAD":
             await response.write_eof()
             return response

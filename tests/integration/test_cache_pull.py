@@ -35,6 +35,7 @@ from typing import Any
 import pytest
 import requests
 from authhelpers import provision
+from cachehelpers import cache_server, docker_registry
 from clients import Skopeo
 from images import Layout, build_image, build_multiarch, init_layout, require_tool
 from ocihelpers import (
@@ -57,8 +58,7 @@ from cargohold.cache.rules import CacheRule, InvalidRule, RuleSet
 
 TIMEOUT = 30
 ACCEPT = f"{OCI_INDEX}, {OCI_MANIFEST}, {DOCKER_MANIFEST_LIST}, {DOCKER_MANIFEST}"
-SERVER_ENV = {
-    "CARGOHOLD_ALLOW_PRIVATE_UPSTREAMS": "1",
+SERVER_ENV = {  # with CARGOHOLD_ALLOW_PRIVATE_UPSTREAMS (cache_server)
     "CARGOHOLD_LOG_LEVEL": "DEBUG",
     "CARGOHOLD_ACCESS_LOG": "true",
 }
@@ -117,7 +117,7 @@ class World:
 
 
 def start_server(root: Path, backend: str = "sqlite") -> Server:
-    return Server(root / f"data-{backend}", backend=backend, auth=True, workers=2, extra_env=dict(SERVER_ENV)).start()
+    return cache_server(root / f"data-{backend}", workers=2, backend=backend, **SERVER_ENV).start()
 
 
 @pytest.fixture(scope="module")
@@ -125,8 +125,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     require_tool("docker-registry")
     root = tmp_path_factory.mktemp("cache-pull")
     with contextlib.ExitStack() as stack:
-        upstream = DockerRegistry(root / "upstream").start()
-        stack.callback(upstream.stop)
+        upstream = stack.enter_context(docker_registry(root / "upstream"))
         proxy = UpstreamProxy(upstream.url).start()
         stack.callback(proxy.stop)
         server = start_server(root)

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import requests
+from cachehelpers import cache_server, docker_registry
 from ocihelpers import (
     OCI_CONFIG,
     OCI_EMPTY,
@@ -42,11 +43,8 @@ TIMEOUT = 60
 
 @pytest.fixture(scope="module")
 def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerRegistry]:
-    registry = DockerRegistry(tmp_path_factory.mktemp("import-upstream")).start()
-    try:
+    with docker_registry(tmp_path_factory.mktemp("import-upstream")) as registry:
         yield registry
-    finally:
-        registry.stop()
 
 
 @pytest.fixture(scope="module")
@@ -57,11 +55,10 @@ def proxy(upstream: DockerRegistry) -> Iterator[UpstreamProxy]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = Server(
-        data_dir=tmp_path_factory.mktemp("import-server") / "data",
-        auth=True,
+    running = cache_server(
+        tmp_path_factory.mktemp("import-server") / "data",
         workers=1,  # import jobs live in the worker that runs them (GET /imports/{id})
-        extra_env={"CARGOHOLD_ALLOW_PRIVATE_UPSTREAMS": "1", "CARGOHOLD_LOGIN_THROTTLE_ATTEMPTS": "100000"},
+        CARGOHOLD_LOGIN_THROTTLE_ATTEMPTS="100000",
     ).start()
     try:
         yield running

@@ -21,7 +21,7 @@ from typing import Any
 import jwt
 import pytest
 import requests
-
+from authhelpers import ok
 from ocihelpers import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, descriptor, digest_of
 from servers import Server, drop_postgres_schema
 
@@ -105,16 +105,6 @@ def call(srv: Server, method: str, path: str, auth: Any = "admin", **kwargs: Any
 
 def api(srv: Server, method: str, path: str, auth: Any = "admin", **kwargs: Any) -> requests.Response:
     return call(srv, method, "/api/v1" + path, auth, **kwargs)
-
-
-def ok(response: requests.Response, status: int = 200) -> Any:
-    where = f"{response.request.method} {response.url}"
-    assert response.status_code == status, f"{where}: {response.status_code} {response.text[:500]}"
-    if status == 204:
-        assert response.content == b""
-        return None
-    assert response.headers["Content-Type"].startswith("application/json"), where
-    return response.json()
 
 
 def problem(response: requests.Response, status: int, code: str | None = None) -> dict[str, Any]:
