@@ -229,3 +229,84 @@ cache_pins = Table(
     Column("created_by", String(64), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
+
+# ---- import, sync and provenance (revision 0004) -----------------------------------------------
+
+# Server-side imports, so that any worker (and a restarted server) can answer for a job.
+import_jobs = Table(
+    "import_jobs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("state", String(16), nullable=False),  # running | succeeded | failed
+    Column("source", String(1000), nullable=False),
+    Column("source_digest", DIGEST, nullable=True),
+    Column("targets", Text, nullable=False),  # JSON list of "repository[:tag]"
+    Column("requested_by", String(255), nullable=False),
+    Column("bytes_done", BigInteger, nullable=False),
+    Column("blobs_done", Integer, nullable=False),
+    Column("bytes_total", BigInteger, nullable=True),
+    Column("blobs_total", Integer, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("error_code", String(64), nullable=True),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),  # a heartbeat while running
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Index("ix_import_jobs_started_at", "started_at"),
+)
+
+# Where imported content came from: one row per copy (import or sync run) and target.
+provenance = Table(
+    "provenance",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("repository", String(255), nullable=False),
+    Column("tag", String(128), nullable=True),
+    Column("digest", DIGEST, nullable=False),
+    Column("source", String(1000), nullable=False),
+    Column("source_digest", DIGEST, nullable=False),
+    Column("via", String(16), nullable=False),  # import | sync
+    Column("job", String(64), nullable=True),  # the import job id or "sync-rule-name#run-id"
+    Column("requested_by", String(255), nullable=False),
+    Column("imported_at", DateTime(timezone=True), nullable=False),
+    Index("ix_provenance_repository", "repository", "imported_at"),
+)
+
+sync_rules = Table(
+    "sync_rules",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("source", String(1000), nullable=False),  # registry/repository, normalized
+    Column("target", String(255), nullable=False),  # a local repository
+    Column("tag_regex", String(512), nullable=True),
+    Column("semver", String(255), nullable=True),
+    Column("interval_seconds", Integer, nullable=True),
+    Column("cron", String(128), nullable=True),
+    Column("credential_set", String(64), ForeignKey("credential_sets.name"), nullable=True),
+    Column("insecure", Boolean, nullable=False),
+    Column("platforms", Text, nullable=True),  # JSON list of os/arch[/variant]; null: all
+    Column("request_budget", Integer, nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("created_by", String(255), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("next_run_at", DateTime(timezone=True), nullable=True),
+    Column("lease_owner", String(64), nullable=True),  # the worker running it now
+    Column("lease_until", DateTime(timezone=True), nullable=True),
+)
+
+sync_runs = Table(
+    "sync_runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("rule", String(64), nullable=False),
+    Column("trigger", String(16), nullable=False),  # schedule | manual
+    Column("state", String(16), nullable=False),  # running | succeeded | partial | failed
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("requests_used", Integer, nullable=False),
+    Column("copied", Text, nullable=False),  # JSON list of {"tag", "digest", "previous"}
+    Column("skipped", Text, nullable=False),  # JSON list of {"tag", "reason"}
+    Column("error", Text, nullable=True),
+    Index("ix_sync_runs_rule", "rule", "started_at"),
+)
