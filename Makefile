@@ -31,6 +31,7 @@ test: $(VENV)/.test-installed system-deps
 bench: $(VENV)/.test-installed system-deps
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/cache.py
+	$(BIN)/python bench/imports.py
 
 fsck: $(VENV)/.installed
 	$(BIN)/cargohold fsck

@@ -62,6 +62,15 @@ class Settings(BaseSettings):
         10.0, gt=0, description="connect and per-read timeout of upstream requests; past it a cached copy is served"
     )
     upstream_retries: int = Field(2, ge=0, le=10, description="retries of an upstream request on connection errors and 5xx")
+    sync_poll_seconds: float = Field(15.0, gt=0, description="how often each worker looks for sync rules that are due")
+    sync_lease_seconds: int = Field(
+        120, ge=5, description="a running sync rule's lease, renewed while it runs; a crashed worker's lease runs out after it"
+    )
+    sync_min_interval_seconds: int = Field(60, ge=1, description="the shortest interval a sync rule may be scheduled at")
+    sync_request_budget: int = Field(100, ge=1, description="default upstream requests per sync run (a rule may set its own)")
+    sync_ratelimit_reserve: int = Field(
+        10, ge=0, description="a sync run stops when the upstream's RateLimit-Remaining falls below this"
+    )
     log_level: str = "INFO"
     access_log: bool = False
 

@@ -8,6 +8,7 @@ import spent and break a blob download half-way.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -18,9 +19,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import oras.oci
 import pytest
 import requests
+from aiohttp import web
 from cachehelpers import cache_server, docker_registry
+from clients import ArtifactOrasClient
 from ocihelpers import (
     OCI_CONFIG,
     OCI_EMPTY,
@@ -35,8 +40,9 @@ from ocihelpers import (
     push_image,
     push_manifest,
 )
+from oras.provider import Registry as OrasClient
 from servers import DockerRegistry, Server
-from upstream_proxy import UpstreamProxy
+from upstream_proxy import Seen, UpstreamProxy, oci_error
 
 TIMEOUT = 60
 
@@ -47,9 +53,34 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerRegistr
         yield registry
 
 
+async def _slow(proxy: UpstreamProxy, seen: Seen, arg: Any) -> web.StreamResponse:
+    """The upstream's answer, 16 KiB at a time with ``arg`` seconds between pieces: an import that takes a while."""
+    if seen.method == "HEAD":
+        return await proxy.forward(seen)
+    assert seen.request is not None
+    try:
+        upstream = await proxy.open_upstream(seen)
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        return oci_error(502, "UNAVAILABLE", f"proxy: {exc}")
+    try:
+        response = web.StreamResponse(status=upstream.status, headers=proxy.response_headers(upstream))
+        if upstream.content_length is not None:
+            response.content_length = upstream.content_length
+        seen.status = upstream.status
+        await response.prepare(seen.request)
+        while chunk := await upstream.content.read(16 * 1024):
+            await response.write(chunk)
+            await asyncio.sleep(float(arg))
+        await response.write_eof()
+        return response
+    finally:
+        upstream.close()
+
+
 @pytest.fixture(scope="module")
 def proxy(upstream: DockerRegistry) -> Iterator[UpstreamProxy]:
     with UpstreamProxy(upstream.url) as running:
+        running.faults["slow"] = _slow
         yield running
 
 
@@ -57,7 +88,7 @@ def proxy(upstream: DockerRegistry) -> Iterator[UpstreamProxy]:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     running = cache_server(
         tmp_path_factory.mktemp("import-server") / "data",
-        workers=1,  # import jobs live in the worker that runs them (GET /imports/{id})
+        workers=2,  # import jobs live in the database: any worker answers GET /imports/{id}
         CARGOHOLD_LOGIN_THROTTLE_ATTEMPTS="100000",
     ).start()
     try:
@@ -174,6 +205,7 @@ def test_single_image_byte_exact_then_nothing_fetched_again(server: Server, upst
     assert job["state"] == "succeeded" and job["source_digest"] == digest and job["error"] is None
     assert job["targets"] == [target] and job["requested_by"] == "admin" and job["finished_at"]
     assert job["blobs_done"] == 3 and job["bytes_done"] > 0
+    assert job["blobs_total"] == 3 and job["bytes_total"] == job["bytes_done"] and job["error_code"] is None
     assert r.headers["Location"] == f"/api/v1/imports/{job['id']}"
     repo = target.split(":")[0]
     got = local_manifest(server, repo, "v1")
@@ -245,6 +277,109 @@ def test_referrers_come_along(server: Server, upstream: DockerRegistry, proxy: U
     assert listed.json()["manifests"][0]["artifactType"] == "application/vnd.example.signature"
 
 
+def test_oras_artifact_and_referrer_keep_their_digests(
+    server: Server, upstream: DockerRegistry, proxy: UpstreamProxy, tmp_path: Path
+) -> None:
+    """An artifact and a signature-like referrer pushed by the oras client arrive with the digests the source has."""
+    src = unique("oras")
+    oras_client = ArtifactOrasClient(upstream.host)
+    empty = tmp_path / "config.json"
+    empty.write_bytes(b"{}")
+    sbom = tmp_path / "sbom.spdx.json"
+    sbom.write_bytes(json.dumps({"spdxVersion": "SPDX-2.3", "salt": uuid.uuid4().hex}).encode())
+    pushed = oras_client.push_artifact(
+        f"{upstream.host}/{src}:sbom", artifact_type="application/spdx+json",
+        files=[f"{sbom}:application/spdx+json"], manifest_config=f"{empty}:{OCI_EMPTY}",
+    )
+    assert pushed.status_code == 201, pushed.text
+    subject_digest = pushed.headers["Docker-Content-Digest"]
+    subject_body = requests.get(f"{upstream.url}/v2/{src}/manifests/{subject_digest}", headers={"Accept": OCI_MANIFEST},
+                                timeout=TIMEOUT).content
+    signature = tmp_path / "artifact.sig"
+    signature.write_bytes(os.urandom(256))
+    signed = oras_client.push_artifact(
+        f"{upstream.host}/{src}:signature", artifact_type="application/vnd.example.signature",
+        files=[f"{signature}:application/vnd.example.sig.v1"], manifest_config=f"{empty}:{OCI_EMPTY}",
+        subject=oras.oci.Subject(mediaType=OCI_MANIFEST, digest=subject_digest, size=len(subject_body)),
+    )
+    assert signed.status_code == 201, signed.text
+    referrer = signed.headers["Docker-Content-Digest"]
+    referrer_body = requests.get(f"{upstream.url}/v2/{src}/manifests/{referrer}", headers={"Accept": OCI_MANIFEST},
+                                 timeout=TIMEOUT).content
+    assert json.loads(referrer_body)["subject"]["digest"] == subject_digest
+    # Distribution 2.8 has no referrers API: OCI clients keep the referrers tag schema's index (oras-go does;
+    # the Python client does not, so the test writes the index oras-go would).
+    fallback = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        {**descriptor(OCI_MANIFEST, referrer_body), "artifactType": "application/vnd.example.signature"}]}
+    push_manifest(upstream.url, src, manifest_bytes(fallback), reference=subject_digest.replace(":", "-"), media_type=OCI_INDEX)
+
+    target = unique("imp")
+    r = start_import(server, f"{proxy.host}/{src}:sbom", targets=[f"{target}:sbom"])
+    assert r.status_code == 201, r.text
+    assert r.json()["source_digest"] == subject_digest
+    got = local_manifest(server, target, "sbom")
+    assert got.content == subject_body and got.headers["Docker-Content-Digest"] == subject_digest
+    copied = local_manifest(server, target, referrer)
+    assert copied.content == referrer_body and copied.headers["Docker-Content-Digest"] == referrer
+    for layer in json.loads(referrer_body)["layers"] + json.loads(subject_body)["layers"]:
+        assert digest_of(local_blob(server, target, layer["digest"])) == layer["digest"]
+    listed = requests.get(f"{server.url}/v2/{target}/referrers/{subject_digest}", auth=admin(server), timeout=TIMEOUT)
+    assert [(m["digest"], m["artifactType"]) for m in listed.json()["manifests"]] == [
+        (referrer, "application/vnd.example.signature")]
+    # The oras client pulls the referrer back from cargohold, by digest.
+    puller = OrasClient(hostname=server.host, insecure=True, tls_verify=False, auth_backend="token")
+    puller.login("admin", server.admin_password, tls_verify=False, hostname=server.host, config_path=str(tmp_path / "oras.json"))
+    outdir = tmp_path / "pulled"
+    puller.pull(target=f"{server.host}/{target}@{referrer}", outdir=str(outdir))
+    assert (outdir / "artifact.sig").read_bytes() == signature.read_bytes()
+
+
+# ---- progress, and jobs any worker can tell about ------------------------------------------------
+
+
+def test_running_job_shows_totals_and_progress(server: Server, upstream: DockerRegistry, proxy: UpstreamProxy) -> None:
+    src = unique("slow")
+    config = json.dumps({"os": "linux", "architecture": "amd64", "salt": uuid.uuid4().hex}).encode()
+    layer = os.urandom(400_000)
+    push_blob(upstream.url, src, config)
+    push_blob(upstream.url, src, layer)
+    push_manifest(upstream.url, src, image_manifest(descriptor(OCI_CONFIG, config), [descriptor(OCI_LAYER, layer)]), reference="1")
+    proxy.fail(("slow", 0.15), kind="blob")  # about 25 pieces: some 4 s
+    r = start_import(server, f"{proxy.host}/{src}:1", targets=[f"{unique('imp')}:1"], wait=False)
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert job["bytes_total"] is None and job["updated_at"]
+    seen: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 60
+    while job["state"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        job = api(server, "GET", f"/imports/{job['id']}").json()
+        seen.append(job)
+    assert job["state"] == "succeeded", job
+    running = [j for j in seen if j["state"] == "running" and j["bytes_total"] is not None]
+    assert running, seen
+    assert all(j["bytes_total"] == len(config) + len(layer) and j["blobs_total"] == 2 for j in running)
+    assert any(0 < j["bytes_done"] < j["bytes_total"] for j in running), running  # written while the bytes flow
+    assert job["bytes_done"] == len(config) + len(layer) and job["blobs_done"] == 2
+
+    listed = api(server, "GET", "/imports", params={"limit": 5})
+    assert listed.status_code == 200 and job["id"] in [j["id"] for j in listed.json()]
+    # Somebody else's job is nobody else's business: a robot neither reads nor lists it.
+    robot = make_robot(server, [{"repository": "robots/*", "actions": ["content/read", "content/write"]}])
+    problem(api(server, "GET", f"/imports/{job['id']}", robot), 404, "NOT_FOUND")
+    theirs = api(server, "GET", "/imports", robot)
+    assert theirs.status_code == 200 and job["id"] not in [j["id"] for j in theirs.json()]
+    problem(api(server, "GET", "/imports", params={"limit": 0}), 422, "VALIDATION_FAILED")
+
+
+def make_robot(server: Server, rules: list[dict[str, Any]]) -> tuple[str, str]:
+    name = f"map{uuid.uuid4().hex[:8]}"
+    assert api(server, "POST", "/scope-maps", json={"name": name, "rules": rules}).status_code == 201
+    created = api(server, "POST", "/tokens", json={"name": f"robot{uuid.uuid4().hex[:8]}", "scope_maps": [name]})
+    assert created.status_code == 201, created.text
+    return created.json()["name"], created.json()["token"]
+
+
 # ---- tags and force ------------------------------------------------------------------------------
 
 
@@ -272,6 +407,8 @@ def test_failures_leave_no_tag(server: Server, upstream: DockerRegistry, proxy: 
     target = unique("imp")
     body = problem(start_import(server, f"{proxy.host}/{unique('nothing')}:1", targets=[f"{target}:1"]), 404, "SOURCE_NOT_FOUND")
     assert body["import_id"]
+    job = api(server, "GET", f"/imports/{body['import_id']}").json()
+    assert (job["state"], job["error_code"], job["error"]) == ("failed", "SOURCE_NOT_FOUND", body["detail"])
     assert local_manifest(server, target, "1").status_code == 404
 
     src = unique("broken")
@@ -281,10 +418,13 @@ def test_failures_leave_no_tag(server: Server, upstream: DockerRegistry, proxy: 
     push_blob(upstream.url, src, layer)
     push_manifest(upstream.url, src, image_manifest(descriptor(OCI_CONFIG, config), [descriptor(OCI_LAYER, layer)]), reference="1")
     proxy.fail("truncate", kind="blob", reference=digest_of(layer))
+    # The source dies in the middle of the layer (the proxy sends half of it, then closes the connection).
     failed = problem(start_import(server, f"{proxy.host}/{src}:1", targets=[f"{target}:1"]), 502, "SOURCE_FAILED")
     assert local_manifest(server, target, "1").status_code == 404
+    assert requests.get(f"{server.url}/v2/{target}/tags/list", auth=admin(server), timeout=TIMEOUT).status_code == 404
     job = api(server, "GET", f"/imports/{failed['import_id']}").json()
-    assert job["state"] == "failed" and job["error"]
+    assert job["state"] == "failed" and job["error"] == failed["detail"] and job["error_code"] == "SOURCE_FAILED"
+    assert proxy.host in job["error"] and job["finished_at"], job
     proxy.clear_fault()
     assert start_import(server, f"{proxy.host}/{src}:1", targets=[f"{target}:1"]).status_code == 201
     assert digest_of(local_blob(server, target, digest_of(layer))) == digest_of(layer)
@@ -349,8 +489,69 @@ def test_cli_import_and_status(server: Server, upstream: DockerRegistry, proxy: 
     job = json.loads(done.stdout)
     assert job["state"] == "succeeded" and job["source_digest"] == digest
     assert local_manifest(server, target, "3").content == body
-    status = cli("import-status", job["id"])
-    assert status.returncode == 0 and digest in status.stdout, (status.stdout, status.stderr)
+    assert "Imported" in done.stderr and job["blobs_total"] == job["blobs_done"] == 2
+    # `import status ID` as the issue writes it, and `import-status ID`, its other spelling.
+    for words in (("import", "status"), ("import-status",)):
+        status = cli(*words, job["id"])
+        assert status.returncode == 0 and digest in status.stdout and "succeeded" in status.stdout, (words, status.stdout, status.stderr)
+    as_json = cli("import", "status", job["id"], "--output", "json")
+    assert as_json.returncode == 0 and json.loads(as_json.stdout)["id"] == job["id"], as_json.stderr
+    no_id = cli("import", "status")
+    assert no_id.returncode == 2 and "needs the job ID" in " ".join(no_id.stderr.split()), no_id.stderr
+    extra = cli("import", "status", job["id"], "--force")
+    assert extra.returncode == 2, extra.stderr
+    unknown = cli("import", "status", "0" * 32)
+    assert unknown.returncode == 1 and "no import" in unknown.stderr, unknown.stderr
+
     refused = cli("import", f"{proxy.host}/{unique('none')}:1", "--image", f"{target}:3", "--insecure")
     assert refused.returncode == 1, (refused.stdout, refused.stderr)
     assert "error:" in refused.stderr and "MANIFEST_UNKNOWN" in " ".join(refused.stderr.split()), refused.stderr
+    assert "SOURCE_NOT_FOUND" in refused.stderr, refused.stderr
+
+    # --no-wait: the job id at once (JSON with --output json); the import goes on, and status follows it.
+    started = cli("import", f"{proxy.host}/{src}:3", "--image", f"{unique('imp')}:3", "--insecure", "--no-wait", "--output", "json")
+    assert started.returncode == 0, started.stderr
+    queued = json.loads(started.stdout)
+    assert queued["state"] == "running" and f"cargohold import status {queued['id']}" in started.stderr
+    deadline = time.monotonic() + 30
+    while api(server, "GET", f"/imports/{queued['id']}").json()["state"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert cli("import", "status", queued["id"]).returncode == 0
+
+
+def test_cli_follows_a_slow_import_and_fails_when_the_source_dies(
+    server: Server, upstream: DockerRegistry, proxy: UpstreamProxy, tmp_path: Path
+) -> None:
+    src = unique("clislow")
+    config = json.dumps({"os": "linux", "architecture": "amd64", "salt": uuid.uuid4().hex}).encode()
+    layer = os.urandom(200_000)
+    push_blob(upstream.url, src, config)
+    push_blob(upstream.url, src, layer)
+    push_manifest(upstream.url, src, image_manifest(descriptor(OCI_CONFIG, config), [descriptor(OCI_LAYER, layer)]), reference="1")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CARGOHOLD_")}
+    env |= {"HOME": str(tmp_path), "CARGOHOLD_USERNAME": "admin", "CARGOHOLD_PASSWORD": server.admin_password}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "cargohold", *args, "--registry", server.url], env=env, capture_output=True, text=True,
+            timeout=120, check=False, stdin=subprocess.DEVNULL,
+        )
+
+    proxy.fail(("slow", 0.1), kind="blob")  # the CLI polls a job that runs for a couple of seconds
+    target = unique("imp")
+    done = cli("import", f"{proxy.host}/{src}:1", "--image", f"{target}:1", "--insecure", "--output", "json")
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    job = json.loads(done.stdout)
+    assert job["state"] == "succeeded" and job["bytes_done"] == job["bytes_total"] == len(config) + len(layer)
+    assert local_manifest(server, target, "1").status_code == 200
+
+    fresh = os.urandom(200_000)  # not in the store yet: it must come from the source
+    push_blob(upstream.url, src, fresh)
+    push_manifest(upstream.url, src, image_manifest(descriptor(OCI_CONFIG, config), [descriptor(OCI_LAYER, fresh)]), reference="2")
+    proxy.fail("truncate", kind="blob", reference=digest_of(fresh))  # the source dies half-way through the layer
+    broken = unique("imp")
+    failed = cli("import", f"{proxy.host}/{src}:2", "--image", f"{broken}:1", "--insecure")
+    assert failed.returncode == 1, (failed.stdout, failed.stderr)
+    message = " ".join(failed.stderr.split())
+    assert "error: import" in message and "failed (SOURCE_FAILED)" in message and proxy.host in message, message
+    assert local_manifest(server, broken, "1").status_code == 404

@@ -47,8 +47,13 @@ CONTRACT = {
     "/api/v1/cache/stats": {"get"},
     "/api/v1/cache/pins": {"get", "post", "delete"},
     "/api/v1/cache/evict": {"post"},
-    "/api/v1/imports": {"post"},
+    "/api/v1/imports": {"get", "post"},
     "/api/v1/imports/{id}": {"get"},
+    "/api/v1/provenance": {"get"},
+    "/api/v1/sync-rules": {"get", "post"},
+    "/api/v1/sync-rules/{name}": {"get", "patch", "delete"},
+    "/api/v1/sync-rules/{name}/runs": {"get", "post"},
+    "/api/v1/sync-rules/{name}/runs/{id}": {"get"},
     "/api/v1/openapi.json": {"get"},
 }
 # Failed logins would otherwise lock 127.0.0.1 out after 10 (the tests try bad credentials on purpose).

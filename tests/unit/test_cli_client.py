@@ -1,16 +1,28 @@
-"""The CLI's management-API client and credential store, against an in-memory stub of the API."""
+"""The CLI's management-API client and credential store (against an in-memory stub of the API), and its /v2 client (against docker-registry)."""
 
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import stat
 import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from cli_stub import StubApi
+from ocihelpers import (
+    OCI_MANIFEST,
+    digest_of,
+    push_image,
+    random_blob,
+    random_digest,
+    unique_repo,
+)
+from servers import DockerRegistry, free_port
 
 from cargohold.cli.client import (
     ApiClient,
@@ -33,8 +45,7 @@ from cargohold.cli.credentials import (
     environment_credentials,
     resolve_credentials,
 )
-from cli_stub import StubApi
-from servers import free_port
+from cargohold.cli.registry_client import RegistryClient
 
 ADMIN = Credentials("admin", "admin-password-123")
 
@@ -311,3 +322,117 @@ def test_half_an_environment_login_is_an_error() -> None:
     with pytest.raises(IncompleteEnvironment):
         environment_credentials({"CARGOHOLD_PASSWORD": "pw"})
     assert environment_credentials({}) is None
+
+
+# ---- the /v2 client (registry_client.RegistryClient) ------------------------------------------------
+
+
+def test_registry_client_reads_and_writes_a_real_registry(docker_registry: DockerRegistry) -> None:
+    repo = unique_repo("v2client")
+    digest, body = push_image(docker_registry.url, repo, "1.0")
+    v2 = RegistryClient(docker_registry.url, None)  # anonymous: no Authorization header at all
+
+    assert v2.manifest_digest(repo, "1.0") == digest
+    assert v2.manifest(repo, "1.0") == (body, OCI_MANIFEST, digest)
+    assert v2.manifest(repo, digest) == (body, OCI_MANIFEST, digest)
+    config = json.loads(body)["config"]["digest"]
+    assert digest_of(b"".join(v2.blob_chunks(repo, config))) == config
+    assert v2.has_blob(repo, config) and not v2.has_blob(repo, random_digest())
+    assert v2.referrers(repo, digest) == []  # Distribution 2.8 has no referrers API: none, not an error
+
+    data = random_blob(3000)
+    v2.push_blob(repo, digest_of(data), io.BytesIO(data), len(data))
+    assert v2.has_blob(repo, digest_of(data))
+    assert v2.push_manifest(repo, "copy", body, OCI_MANIFEST) == digest
+    assert v2.manifest_digest(repo, "copy") == digest
+
+    with pytest.raises(ApiError) as caught:
+        v2.manifest_digest(repo, "no-such-tag")
+    assert caught.value.status == 404  # a HEAD answers without a body: the status is all there is
+    with pytest.raises(ApiError) as caught:
+        v2.manifest(repo, "no-such-tag")
+    assert caught.value.status == 404 and "MANIFEST_UNKNOWN" in caught.value.detail
+
+
+class V2Stub:
+    """A registry front that answers what a real one rarely does: HEAD without a digest, redirects."""
+
+    def __init__(self, body: bytes, redirect_to: str | None = None) -> None:
+        self.body = body
+        self.redirect_to = redirect_to
+        self.seen: list[tuple[str, str, str | None]] = []  # method, path, Authorization
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _answer(self, method: str) -> None:
+                stub.seen.append((method, self.path, self.headers.get("Authorization")))
+                if stub.redirect_to and "/hop/" not in self.path:
+                    self.send_response(307)
+                    self.send_header("Location", stub.redirect_to + "/hop" + self.path)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", OCI_MANIFEST)
+                self.send_header("Content-Length", str(len(stub.body)))
+                self.end_headers()
+                if method == "GET":
+                    self.wfile.write(stub.body)
+
+            def do_HEAD(self) -> None:
+                self._answer("HEAD")
+
+            def do_GET(self) -> None:
+                self._answer("GET")
+
+            def do_PUT(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self._answer("PUT")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_manifest_digest_falls_back_to_a_get_when_the_head_names_none() -> None:
+    body = b'{"schemaVersion":2,"mediaType":"' + OCI_MANIFEST.encode() + b'"}'
+    stub = V2Stub(body)
+    try:
+        assert RegistryClient(stub.url, ADMIN).manifest_digest("a/b", "1") == digest_of(body)
+        assert [(m, p) for m, p, _ in stub.seen] == [("HEAD", "/v2/a/b/manifests/1"), ("GET", "/v2/a/b/manifests/1")]
+        assert all(auth == ADMIN.authorization() for _, _, auth in stub.seen)
+    finally:
+        stub.stop()
+
+
+def test_reads_follow_redirects_and_keep_the_login_on_the_registry_only() -> None:
+    body = b'{"schemaVersion":2,"mediaType":"' + OCI_MANIFEST.encode() + b'"}'
+    elsewhere = V2Stub(body)
+    here = V2Stub(body, redirect_to=elsewhere.url)
+    same = V2Stub(body)
+    same.redirect_to = same.url
+    try:
+        assert RegistryClient(here.url, ADMIN).manifest("r", "1")[2] == digest_of(body)
+        assert here.seen[0][2] == ADMIN.authorization()
+        assert elsewhere.seen == [("GET", "/hop/v2/r/manifests/1", None)]  # another origin: no login sent
+        assert RegistryClient(same.url, ADMIN).manifest("r", "1")[2] == digest_of(body)
+        assert [auth for _, _, auth in same.seen] == [ADMIN.authorization()] * 2
+        with pytest.raises(ApiError) as caught:  # a write is never redirected
+            RegistryClient(here.url, ADMIN).push_manifest("r", "1", body, OCI_MANIFEST)
+        assert caught.value.status == 307
+    finally:
+        for stub in (here, elsewhere, same):
+            stub.stop()
+
+
+def test_registry_client_unreachable() -> None:
+    with pytest.raises(ServerUnreachable) as caught:
+        RegistryClient(f"http://127.0.0.1:{free_port()}", ADMIN).manifest_digest("a", "1")
+    assert "connection refused" in str(caught.value)

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import textwrap
+from pathlib import Path
 
 import pytest
+import typer
+from cli_stub import StubApi
 
 from cargohold.cache.rules import CacheRule, RuleSet
+from cargohold.cli.client import ApiClient, Credentials
 from cargohold.cli.client_config import (
     containerd_hosts,
     docker_daemon,
     endpoint,
     podman_registries,
 )
-from cargohold.cli.rewrite import unified_diff
+from cargohold.cli.rewrite import addresses, fetch_sync_rules, unified_diff
 from cargohold.oci.reference import Reference
 from cargohold.transfer.rewrite import (
     PinError,
@@ -26,6 +31,7 @@ from cargohold.transfer.rewrite import (
     rewrite_text,
     rewrite_yaml,
     rules_from_api,
+    sync_rules_from_api,
 )
 
 HOST = "reg.example.com:5000"
@@ -395,6 +401,144 @@ def test_unified_diff() -> None:
     diff = unified_diff("Dockerfile", "FROM alpine\nRUN x", f"FROM {HOST}/hub/alpine\nRUN x")
     assert diff.startswith("--- a/Dockerfile\n+++ b/Dockerfile\n")
     assert f"-FROM alpine\n+FROM {HOST}/hub/alpine\n" in diff
+
+
+# ---- sync rules as a source of local names ---------------------------------------------------------------------------
+
+SYNC = [
+    {"name": "alpine", "source": "docker.io/alpine", "target": "base/alpine", "tag_regex": "^3\\."},
+    {"name": "static-b", "source": "gcr.io/distroless/static", "target": "mirror/static"},
+    {"name": "static-a", "source": "gcr.io/distroless/static", "target": "base/static"},
+]
+
+
+def test_sync_rules_from_api_normalizes_sources_and_skips_bad_ones() -> None:
+    sync, warnings = sync_rules_from_api([
+        *SYNC,
+        {"name": "wild", "source": "ghcr.io/*", "target": "gh/*"},
+        {"name": "nohost", "source": "alpine", "target": "x"},
+        {"name": "badtarget", "source": "ghcr.io/a/b", "target": "Not A Name"},
+        {"name": "missing"},
+    ])
+    assert [(s.name, s.registry, s.repository, s.target) for s in sync] == [
+        ("alpine", "docker.io", "library/alpine", "base/alpine"),
+        ("static-b", "gcr.io", "distroless/static", "mirror/static"),
+        ("static-a", "gcr.io", "distroless/static", "base/static"),
+    ]
+    assert [w.split("'")[1] for w in warnings] == ["wild", "nohost", "badtarget", "missing"]
+
+
+def test_precedence_map_then_sync_then_cache_rule() -> None:
+    sync, _ = sync_rules_from_api(SYNC)
+    exact = RuleSet([*RULES.rules, CacheRule.build("alp", "docker.io/library/alpine", "cached/alpine")])
+    rewriter = Rewriter(HOST, exact, [PrefixMap.parse("docker.io/library/alpine=mine/alpine")], sync=sync)
+    assert rewriter.mapping(Reference.parse("alpine:3.20")).via == "--map docker.io/library/alpine=mine/alpine"  # type: ignore[union-attr]
+    rewriter = Rewriter(HOST, exact, sync=sync)
+    for text in ("alpine:3.20", "docker.io/library/alpine", "index.docker.io/alpine:edge"):
+        found = rewriter.mapping(Reference.parse(text))
+        assert found is not None and (found.local, found.via) == ("base/alpine", "sync rule alpine"), text
+    # a cache rule still serves what no sync rule copies
+    assert rewriter.mapping(Reference.parse("busybox:1.36")).via == "cache rule hub"  # type: ignore[union-attr]
+    assert rewriter.local_name(Reference.parse("docker.io/library/alpine-extra:1")) == "hub/alpine-extra"
+    # two sync rules from one source: the first by name, the other named in the note
+    found = rewriter.mapping(Reference.parse("gcr.io/distroless/static:nonroot"))
+    assert found is not None and found.local == "base/static" and "static-b (→ mirror/static)" in found.note
+
+
+def test_sync_rule_target_is_pinned_by_its_local_tag() -> None:
+    sync, _ = sync_rules_from_api(SYNC)
+    pins = Pins()
+    result = rewrite_dockerfile("FROM alpine:3.20\nFROM alpine@" + B + "\n", Rewriter(HOST, RULES, pin=pins, sync=sync))
+    assert result.text == f"FROM {HOST}/base/alpine:3.20@{A}\nFROM {HOST}/base/alpine@{B}\n"
+    assert pins.asked == [f"{HOST}/base/alpine:3.20"]  # the local repository's tag; an already pinned digest is kept
+    assert [f.via for f in result.findings] == ["sync rule alpine", "sync rule alpine"]
+
+
+def test_dockerfile_default_word_and_arg_default_are_both_rewritten() -> None:
+    text = "ARG BASE=alpine:3.20\nFROM ${BASE:-busybox:1.36} AS a\nFROM ${BASE} AS b\nFROM ${NONE:-a}\nFROM ${NONE-scratch}\n"
+    result = rewrite_dockerfile(text, rw(Pins()))
+    assert result.text == (f"ARG BASE={HOST}/hub/alpine:3.20@{A}\nFROM ${{BASE:-{HOST}/hub/busybox:1.36@{A}}} AS a\n"
+                           "FROM ${BASE} AS b\nFROM ${NONE:-a}\nFROM ${NONE-scratch}\n")
+    assert [f.text for f in result.findings if f.status == "rewritten"] == ["busybox:1.36", "alpine:3.20"]  # the ARG once
+
+
+def test_a_server_without_sync_rules_is_fine() -> None:
+    """An older server answers 404 for /api/v1/sync-rules: no sync rules, no warning; a 403 only warns."""
+    api = StubApi().start()
+    try:
+        api.add_user("dev", "dev-password-123")
+        assert fetch_sync_rules(ApiClient(api.url, Credentials("admin", "admin-password-123"))) == ([], [])
+        sync, warnings = fetch_sync_rules(ApiClient(api.url, Credentials("dev", "dev-password-123")))
+        assert sync == [] and len(warnings) == 1 and "sync rules" in warnings[0]
+    finally:
+        api.stop()
+
+
+# ---- fixtures: tests/data/rewrite/<case>/{input,expected,pinned} -----------------------------------------------------
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "rewrite"
+CASES = sorted(p.name for p in DATA.iterdir() if (p / "input").is_dir())
+
+
+def fixture_pin(ref: Reference) -> str:
+    """A stable stand-in digest per local NAME:TAG, so that the expected files can hold it."""
+    return "sha256:" + hashlib.sha256(f"{ref.repository}:{ref.identifier}".encode()).hexdigest()
+
+
+def fixture_rewriter(case: str, pin: bool) -> Rewriter:
+    base = json.loads((DATA / "rules.json").read_text())
+    extra = json.loads((DATA / case / "case.json").read_text()) if (DATA / case / "case.json").exists() else {}
+    rules, warnings = rules_from_api([*base["cache_rules"], *extra.get("cache_rules", [])])
+    sync, _ = sync_rules_from_api(extra.get("sync_rules", []))
+    assert not warnings
+    return Rewriter(base["host"], rules, [PrefixMap.parse(m) for m in base["maps"]],
+                    pin=fixture_pin if pin else None, sync=sync)
+
+
+def test_fixture_set_covers_the_tricky_cases() -> None:
+    assert {"dockerfile-multistage", "dockerfile-args", "dockerfile-pinned-private", "compose", "k8s-deployment",
+            "helm-values", "sync-rules"} <= set(CASES)
+
+
+@pytest.mark.parametrize("pinned", [False, True], ids=["plain", "pinned"])
+@pytest.mark.parametrize("case", CASES)
+def test_fixture_case(case: str, pinned: bool) -> None:
+    inputs = sorted((DATA / case / "input").iterdir())
+    assert inputs
+    for source in inputs:
+        expected = (DATA / case / ("pinned" if pinned else "expected") / source.name).read_text()
+        result = rewrite_text(source.name, source.read_text(), fixture_rewriter(case, pinned))
+        assert not result.errors
+        assert result.text == expected, f"{case}/{source.name}"
+        # the output is a fixed point: rewriting it again changes nothing, and nothing public is left with a rule
+        again = rewrite_text(source.name, expected, fixture_rewriter(case, pinned))
+        assert again.text == expected
+        assert not [f for f in again.findings if f.status == "rewritten" and f.reference and f.reference.registry != "registry.example.com"]
+
+
+# ---- the CLI's two addresses -----------------------------------------------------------------------------------------
+
+
+def test_addresses_registry_host_url_server_and_old_host() -> None:
+    env: dict[str, str] = {}
+    assert addresses("reg.example.com", None, None, env) == ("reg.example.com", "http://127.0.0.1:5000")
+    assert addresses("reg.example.com:5000", None, None, {"CARGOHOLD_REGISTRY": "https://api.example.com"}) == (
+        "reg.example.com:5000", "https://api.example.com")
+    assert addresses("reg.example.com", "https://other:8443", None, env) == ("reg.example.com", "https://other:8443")
+    # a URL names both; --server still names the server; the old --host beside a URL names what is written
+    assert addresses("http://127.0.0.1:5000", None, None, {"CARGOHOLD_REGISTRY": "https://x"}) == (
+        "127.0.0.1:5000", "http://127.0.0.1:5000")
+    assert addresses("http://127.0.0.1:5000", "https://s", None, env) == ("127.0.0.1:5000", "https://s")
+    assert addresses("http://127.0.0.1:5000", None, "lb.example.com", env) == ("lb.example.com", "http://127.0.0.1:5000")
+    assert addresses(None, None, "Reg.Example.com", env) == ("reg.example.com", "http://127.0.0.1:5000")
+    assert addresses("reg.example.com", None, "reg.example.com", env)[0] == "reg.example.com"
+    for registry, host in (("reg.example.com", "other.example.com"), (None, None), ("reg.example.com/path", None),
+                           (None, "http://h/x"), ("", None), ("ftp://h:1", None)):
+        with pytest.raises(typer.BadParameter):
+            addresses(registry, None, host, env)
+    with pytest.raises(typer.BadParameter) as caught:
+        addresses("reg.example.com", "reg.example.com:5000", None, env)  # --server is a URL
+    assert caught.value.param_hint == "--server"
 
 
 # ---- client configuration --------------------------------------------------------------------------------------------

@@ -345,10 +345,10 @@ class CacheAdmin:
         if all(getattr(current, field) == value for field, value in values.items()):
             return CredentialSetInfo.of(current)  # nothing changes (a new password always does: sealing is randomized)
         if values.get("login_server", current.login_server) != current.login_server:
-            users = [r for r in await self.store.list_rules() if r.credential_set == name]
+            users = await self.store.credential_set_users(name)
             if users:
                 raise CredentialSetInUse(
-                    f"credential set {name!r} is used by cache rule(s) {', '.join(r.name for r in users)} on "
+                    f"credential set {name!r} is used by {users} on "
                     f"{current.login_server}; its login server cannot change to {values['login_server']}"
                 )
         record = await self.store.update_credential_set(name, values)

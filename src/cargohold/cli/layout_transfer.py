@@ -4,40 +4,20 @@ Both run on the client, over the registry's ``/v2`` API with the CLI's credentia
 (Basic, or Bearer for a bare robot token). Blobs are streamed between the socket
 and files in 1 MiB chunks, never held whole in memory; every blob and manifest is
 verified against its digest; manifests are copied byte-exact, so digests stay equal.
-The on-disk format is ``transfer/layout.py``.
+The on-disk format is ``transfer/layout.py``; the /v2 calls are ``registry_client.RegistryClient``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from ..transfer.layout import CHUNK, REF_NAME, Layout, LayoutError, split_digest
-from .client import (
-    ApiError,
-    CliError,
-    Credentials,
-    ServerUnreachable,
-    _NoRedirect,
-    _reason,
-    quote,
-)
+from .client import CliError
+from .registry_client import MANIFEST_TYPES, RegistryClient
 
-MANIFEST_TYPES = (
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-)
-INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
-TIMEOUT = 300.0
-MAX_MANIFEST = 4 * 1024 * 1024
 
 
 def parse_ref(ref: str) -> tuple[str, str, str | None]:
@@ -56,129 +36,6 @@ def parse_ref(ref: str) -> tuple[str, str, str | None]:
     if not name or not tag:
         raise CliError(f"{ref!r}: give REPOSITORY:TAG or REPOSITORY@DIGEST")
     return name, tag, tag
-
-
-def _path_name(name: str) -> str:
-    return "/".join(quote(part) for part in name.split("/"))
-
-
-class V2:
-    """The few /v2 calls a transfer needs, on urllib."""
-
-    def __init__(self, registry: str, credentials: Credentials) -> None:
-        self.registry = registry
-        self.credentials = credentials
-        self._opener = urllib.request.build_opener(_NoRedirect())
-
-    def _open(self, method: str, url: str, headers: dict[str, str] | None = None, data: Any = None, auth: bool = True) -> Any:
-        hdrs = {"User-Agent": "cargohold-cli", **(headers or {})}
-        if auth:
-            hdrs["Authorization"] = self.credentials.authorization()
-        req = urllib.request.Request(url, data=data, headers=hdrs, method=method)
-        try:
-            return self._opener.open(req, timeout=TIMEOUT)
-        except urllib.error.HTTPError as exc:
-            if exc.code in (301, 302, 303, 307, 308) and method in ("GET", "HEAD") and exc.headers.get("Location"):
-                exc.close()
-                target = urllib.parse.urljoin(url, exc.headers["Location"])
-                same = urllib.parse.urlsplit(target)[:2] == urllib.parse.urlsplit(self.registry)[:2]
-                return self._open(method, target, headers, data, auth=same)
-            return exc
-        except urllib.error.URLError as exc:
-            raise ServerUnreachable(self.registry, _reason(exc.reason)) from None
-        except OSError as exc:
-            raise ServerUnreachable(self.registry, _reason(exc)) from None
-
-    @staticmethod
-    def _fail(response: Any, what: str) -> ApiError:
-        body = b""
-        try:
-            body = response.read(16 * 1024)
-        except OSError:
-            pass
-        detail = f"HTTP {response.status if hasattr(response, 'status') else response.code}"
-        try:
-            errors = json.loads(body).get("errors")
-            if errors:
-                detail += f" {errors[0].get('code', '')}: {errors[0].get('message', '')}"
-        except (ValueError, AttributeError):
-            pass
-        code = getattr(response, "code", None) or getattr(response, "status", 0)
-        return ApiError(code, "Registry error", f"{what}: {detail}")
-
-    def manifest(self, name: str, reference: str) -> tuple[bytes, str, str]:
-        """(bytes, media type, digest), verified."""
-        url = f"{self.registry}/v2/{_path_name(name)}/manifests/{quote(reference)}"
-        with self._open("GET", url, {"Accept": ", ".join(MANIFEST_TYPES)}) as response:
-            if response.status != 200:
-                raise self._fail(response, f"GET manifest {name}:{reference}")
-            body = response.read(MAX_MANIFEST + 1)
-            media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
-            header_digest = response.headers.get("Docker-Content-Digest")
-        if len(body) > MAX_MANIFEST:
-            raise CliError(f"manifest {name}:{reference} is larger than {MAX_MANIFEST} bytes")
-        digest = reference if reference.startswith(("sha256:", "sha512:")) else (header_digest or "sha256:")
-        alg, hexpart = split_digest(digest)
-        if hashlib.new(alg, body).hexdigest() != hexpart:
-            raise CliError(f"manifest {name}:{reference} does not match its digest {digest}")
-        try:
-            media_type = json.loads(body).get("mediaType") or media_type
-        except (ValueError, AttributeError):
-            raise CliError(f"manifest {name}:{reference} is not JSON") from None
-        return body, media_type, digest
-
-    def blob_chunks(self, name: str, digest: str) -> Iterator[bytes]:
-        url = f"{self.registry}/v2/{_path_name(name)}/blobs/{quote(digest)}"
-        with self._open("GET", url) as response:
-            if response.status != 200:
-                raise self._fail(response, f"GET blob {name}@{digest}")
-            while chunk := response.read(CHUNK):
-                yield chunk
-
-    def referrers(self, name: str, digest: str) -> list[dict[str, Any]]:
-        url = f"{self.registry}/v2/{_path_name(name)}/referrers/{quote(digest)}"
-        with self._open("GET", url, {"Accept": INDEX_TYPES[0]}) as response:
-            if response.status == 404:
-                return []
-            if response.status != 200:
-                raise self._fail(response, f"GET referrers {name}@{digest}")
-            body = response.read(MAX_MANIFEST)
-        try:
-            manifests = json.loads(body).get("manifests") or []
-        except (ValueError, AttributeError):
-            return []
-        return [m for m in manifests if isinstance(m, dict) and "digest" in m]
-
-    def has_blob(self, name: str, digest: str) -> bool:
-        url = f"{self.registry}/v2/{_path_name(name)}/blobs/{quote(digest)}"
-        with self._open("HEAD", url) as response:
-            return response.status == 200
-
-    def push_blob(self, name: str, digest: str, stream: BinaryIO, size: int) -> None:
-        """Monolithic POST ?digest= with the file streamed as the body; falls back to POST + PUT."""
-        base = f"{self.registry}/v2/{_path_name(name)}/blobs/uploads/"
-        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
-        with self._open("POST", f"{base}?digest={quote(digest)}", headers, data=stream) as response:
-            if response.status == 201:
-                return
-            if response.status != 202:
-                raise self._fail(response, f"push blob {digest} to {name}")
-            location = response.headers.get("Location")
-        if not location:
-            raise CliError(f"push blob {digest} to {name}: no upload Location")
-        stream.seek(0)
-        url = urllib.parse.urljoin(base, location)
-        url += ("&" if "?" in url else "?") + "digest=" + quote(digest)
-        with self._open("PUT", url, headers, data=stream) as response:
-            if response.status != 201:
-                raise self._fail(response, f"push blob {digest} to {name}")
-
-    def push_manifest(self, name: str, reference: str, body: bytes, media_type: str) -> str:
-        url = f"{self.registry}/v2/{_path_name(name)}/manifests/{quote(reference)}"
-        with self._open("PUT", url, {"Content-Type": media_type}, data=body) as response:
-            if response.status != 201:
-                raise self._fail(response, f"push manifest {name}:{reference}")
-            return response.headers.get("Docker-Content-Digest", "")
 
 
 def _children(body: bytes) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -204,7 +61,7 @@ def _subject(body: bytes) -> str | None:
 
 
 class Exporter:
-    def __init__(self, v2: V2, layout: Layout, progress: Any = None) -> None:
+    def __init__(self, v2: RegistryClient, layout: Layout, progress: Any = None) -> None:
         self.v2 = v2
         self.layout = layout
         self.progress = progress or (lambda message: None)
@@ -246,7 +103,7 @@ class Exporter:
         return digest, media_type, len(body)
 
 
-def export(v2: V2, refs: list[str], directory: Path, progress: Any = None) -> list[dict[str, Any]]:
+def export(v2: RegistryClient, refs: list[str], directory: Path, progress: Any = None) -> list[dict[str, Any]]:
     """Write every REF into the layout at ``directory``; the index.json entries written."""
     layout = Layout(directory)
     parsed = [parse_ref(ref) for ref in refs]
@@ -281,7 +138,7 @@ def parse_layout_source(source: str) -> tuple[Path, str | None]:
 
 
 class Importer:
-    def __init__(self, v2: V2, layout: Layout, name: str, progress: Any = None) -> None:
+    def __init__(self, v2: RegistryClient, layout: Layout, name: str, progress: Any = None) -> None:
         self.v2 = v2
         self.layout = layout
         self.name = name
@@ -350,7 +207,7 @@ class Importer:
         return count
 
 
-def import_layout(v2: V2, directory: Path, ref: str | None, targets: list[str], progress: Any = None) -> dict[str, Any]:
+def import_layout(v2: RegistryClient, directory: Path, ref: str | None, targets: list[str], progress: Any = None) -> dict[str, Any]:
     """Push the layout entry ``ref`` (or its only named one) to every target; a summary."""
     layout = Layout(directory)
     entries = layout.entries()

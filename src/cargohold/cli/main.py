@@ -13,6 +13,8 @@ from .. import __version__
 from ..config import Settings, load_settings
 from . import access, cache, cache_ops, client_config, rewrite
 from . import transfer as transfer_cli
+from . import sync as sync_cli
+from . import repository as repository_cli
 
 app = typer.Typer(help="cargohold: a self-hosted OCI registry that keeps your own copies of public content.",
                   no_args_is_help=True, add_completion=False,
@@ -109,3 +111,5 @@ cache_ops.register(app)
 rewrite.register(app)
 client_config.register(app)
 transfer_cli.register(app)
+sync_cli.register(app)
+repository_cli.register(app)

@@ -1,20 +1,26 @@
 """``cargohold rewrite``: point Dockerfiles, Kubernetes/compose YAML and Helm values at cargohold.
 
-Two addresses, two options: ``--registry`` is the management API URL every
-command talks to (``http://127.0.0.1:5000``); ``--host`` (alias
-``--registry-host``) is the registry host written into the references, as
-clients will pull them (``registry.example.com``, ``10.0.0.5:5000``). They
-often name the same server, but not always (a load balancer, a DNS name
-behind TLS), so neither is derived from the other.
+Two addresses. ``--registry HOST[:PORT]`` is the registry host written into
+the references, as clients will pull them (``registry.example.com``,
+``10.0.0.5:5000``). The server asked for rules and digests is the one every
+other command talks to: ``--server URL``, else ``CARGOHOLD_REGISTRY``, else
+``http://127.0.0.1:5000``. They often name the same server, but not always
+(a load balancer, a DNS name behind TLS); so ``--registry`` given as a URL
+(``http://127.0.0.1:5000``) names both at once: the host ``127.0.0.1:5000``
+and the server to ask (``--server`` still wins for the latter). The old
+``--host``/``--registry-host`` spelling still works (hidden).
 
-The cache rules come from the server (``GET /api/v1/cache-rules``);
-``--map SRC=DST`` prefix mappings are tried first. ``--pin`` asks the server
-for each rewritten tag's digest (``HEAD /v2/<name>/manifests/<tag>`` with the
-stored login; a cold cache fills). Without ``--write`` a unified diff is
-printed; ``--write`` replaces each changed file atomically (temporary file +
-rename, mode kept). ``--check`` changes nothing and exits 1 when a reference
-still points at a public registry (with ``--pin``, also when one is not
-pinned to a digest).
+The local name of each reference comes from ``--map SRC=DST`` prefix mappings
+first, then from the server's sync rules (``GET /api/v1/sync-rules``; a
+server without them is fine) and cache rules (``GET /api/v1/cache-rules``),
+by the precedence written in ``transfer/rewrite.py``. ``--pin`` asks the
+server for each rewritten tag's digest (``HEAD /v2/<name>/manifests/<tag>``
+with the stored login: a cache fills on a cold tag, a sync-rule target
+answers its local tag). Without ``--write`` a unified diff is printed;
+``--write`` replaces each changed file atomically (temporary file + rename,
+mode kept). ``--check`` changes nothing and exits 1 when a reference still
+points at a public registry (with ``--pin``, also when one is not pinned to a
+digest).
 
 Exit codes: 0 done, 1 ``--check`` found something or a reference could not
 be pinned (then nothing is written), 2 bad usage or the server could not be
@@ -24,13 +30,11 @@ reached.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import os
 import stat
 import sys
 import tempfile
-import urllib.error
-import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -44,35 +48,57 @@ from ..transfer.rewrite import (
     PrefixMap,
     Result,
     Rewriter,
+    SyncTarget,
     bare_host,
     rewrite_text,
     rules_from_api,
+    sync_rules_from_api,
 )
-from .access import Output, OutputOpt, RegistryOpt, err, fail, print_json, session
-from .client import DEFAULT_REGISTRY, ApiClient, _items, _NoRedirect
-
-MANIFEST_TYPES = (
-    "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, "
-    "application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json"
+from .access import Output, OutputOpt, err, fail, print_json, session
+from .client import (
+    DEFAULT_REGISTRY,
+    ApiClient,
+    ApiError,
+    CliError,
+    InvalidRegistryUrl,
+    NotFound,
+    PermissionDenied,
+    ServerUnreachable,
+    _items,
+    normalize_registry,
 )
-PIN_TIMEOUT = 300.0  # a HEAD on a cold cache waits for the upstream manifest
+from .registry_client import RegistryClient
 
+ENV_REGISTRY = "CARGOHOLD_REGISTRY"
+
+TargetOpt = Annotated[
+    str | None,
+    typer.Option("--registry", metavar="HOST[:PORT]",
+                 help="the registry host written into the references, as clients pull them (registry.example.com, "
+                      "10.0.0.5:5000); a URL such as http://127.0.0.1:5000 also names the server to ask"),
+]
+ServerOpt = Annotated[
+    str | None,
+    typer.Option("--server", metavar="URL",
+                 help=f"the cargohold to read rules and digests from (default: the --registry URL, else {ENV_REGISTRY}, "
+                      f"else {DEFAULT_REGISTRY})"),
+]
 HostOpt = Annotated[
-    str,
-    typer.Option("--host", "--registry-host", help="registry HOST[:PORT] written into the references (as clients pull them)"),
+    str | None,
+    typer.Option("--host", "--registry-host", hidden=True, help="old name of --registry HOST[:PORT]"),
 ]
 MapOpt = Annotated[
     list[str] | None,
-    typer.Option("--map", help="prefix mapping SRC=DST, tried before the cache rules: docker.io/library=hub (repeatable)"),
+    typer.Option("--map", help="prefix mapping SRC=DST, tried before the sync and cache rules: docker.io/library=hub (repeatable)"),
 ]
 
 
 class Pinner:
-    """``HEAD /v2/<name>/manifests/<tag>`` on cargohold, with the CLI's login; one request per distinct reference."""
+    """A rewritten tag's digest from cargohold (``RegistryClient.manifest_digest``); one request per distinct reference."""
 
     def __init__(self, client: ApiClient) -> None:
-        self.client = client
-        self.opener = urllib.request.build_opener(_NoRedirect())
+        self.registry = client.registry
+        self.v2 = RegistryClient(client.registry, client.credentials)
         self.known: dict[tuple[str, str], str] = {}
 
     def __call__(self, ref: Reference) -> str:
@@ -82,26 +108,61 @@ class Pinner:
         return self.known[key]
 
     def _resolve(self, ref: Reference) -> str:
-        url = f"{self.client.registry}/v2/{ref.repository}/manifests/{ref.identifier}"
-        headers = {"Accept": MANIFEST_TYPES, "User-Agent": "cargohold-cli"}
-        if self.client.credentials is not None:
-            headers["Authorization"] = self.client.credentials.authorization()
-        for method in ("HEAD", "GET"):
-            request = urllib.request.Request(url, headers=headers, method=method)
+        try:
+            return self.v2.manifest_digest(ref.repository, ref.identifier)
+        except ServerUnreachable as exc:
+            raise PinError(f"cannot reach {self.registry}: {exc.reason}") from None
+        except ApiError as exc:
+            reason = {401: "not authorized", 403: "access denied", 404: "no such manifest"}.get(exc.status, f"HTTP {exc.status}")
+            raise PinError(f"{ref.registry}/{ref.repository}:{ref.identifier}: {reason}") from None
+        except CliError as exc:
+            raise PinError(f"{ref.registry}/{ref.repository}:{ref.identifier}: {exc}") from None
+
+
+def addresses(registry: str | None, server: str | None, host: str | None,
+              environ: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """(host written into references, server URL to ask) from ``--registry``, ``--server`` and the old ``--host``.
+
+    ``--registry`` as a URL names both; ``--server`` (then ``CARGOHOLD_REGISTRY``,
+    then the default) names the server when ``--registry`` is a bare HOST[:PORT].
+    """
+    env = os.environ if environ is None else environ
+    written: str | None = None
+    registry_url: str | None = None
+    if registry is not None:
+        if "://" in registry:
+            registry_url = registry
+        written = bare_host(registry)
+        if not written or "/" in written:
+            raise typer.BadParameter(f"{registry!r} is not a HOST[:PORT] (or a URL without a path)", param_hint="--registry")
+    if host is not None:
+        old = bare_host(host)
+        if not old or "/" in old:
+            raise typer.BadParameter(f"{host!r} is not a HOST[:PORT]", param_hint="--host")
+        if written is not None and registry_url is None and old != written:
+            raise typer.BadParameter(f"--host is the old name of --registry; give one ({old!r} vs {written!r})", param_hint="--host")
+        written = old  # beside a --registry URL, --host names what is written and the URL only the server
+    if written is None:
+        raise typer.BadParameter("give the registry host to write into the references, e.g. --registry registry.example.com",
+                                 param_hint="--registry")
+    for value, hint in ((server, "--server"), (registry_url, "--registry")):
+        if value is not None:
             try:
-                with self.opener.open(request, timeout=PIN_TIMEOUT) as response:
-                    digest = response.headers.get("Docker-Content-Digest")
-                    if digest:
-                        return digest
-                    if method == "GET":
-                        return "sha256:" + hashlib.sha256(response.read()).hexdigest()
-            except urllib.error.HTTPError as exc:
-                with exc:
-                    reason = {401: "not authorized", 403: "access denied", 404: "no such manifest"}.get(exc.code, f"HTTP {exc.code}")
-                raise PinError(f"{ref.registry}/{ref.repository}:{ref.identifier}: {reason}") from None
-            except (urllib.error.URLError, OSError) as exc:
-                raise PinError(f"cannot reach {self.client.registry}: {getattr(exc, 'reason', exc)}") from None
-        raise PinError("no digest in the answer")  # pragma: no cover
+                normalize_registry(value)
+            except InvalidRegistryUrl as exc:
+                raise typer.BadParameter(str(exc), param_hint=hint) from None
+    return written, server or registry_url or env.get(ENV_REGISTRY) or DEFAULT_REGISTRY
+
+
+def fetch_sync_rules(client: ApiClient) -> tuple[list[SyncTarget], list[str]]:
+    """The server's sync rules; none (and no warning) from a server that has no sync rules API."""
+    try:
+        answer = client.get("/api/v1/sync-rules")
+    except NotFound:
+        return [], []
+    except PermissionDenied as exc:
+        return [], [f"cannot read the sync rules ({exc.detail}); their targets are not used"]
+    return sync_rules_from_api(_items(answer, "sync_rules"))
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -135,6 +196,7 @@ def _finding_json(name: str, finding: Finding, rw: Rewriter) -> dict[str, Any]:
     return {
         "file": name, "line": finding.line, "reference": finding.text, "status": finding.status,
         "new": _new_text(finding, rw) if finding.status == "rewritten" else None, "note": finding.note or None,
+        "via": finding.via,
     }
 
 
@@ -151,24 +213,27 @@ def _new_text(finding: Finding, rw: Rewriter) -> str | None:
 
 def rewrite(
     files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, readable=True, help="Dockerfiles, Kubernetes/compose YAML, Helm values")],
-    host: HostOpt,
+    registry: TargetOpt = None,
     maps: MapOpt = None,
     pin: Annotated[bool, typer.Option("--pin", help="append each rewritten tag's digest, resolved from cargohold (keeps the tag)")] = False,
     check: Annotated[bool, typer.Option("--check", help="change nothing; exit 1 if a reference still points at a public registry")] = False,
     write: Annotated[bool, typer.Option("--write", help="rewrite the files in place (atomically) instead of printing a diff")] = False,
-    registry: RegistryOpt = DEFAULT_REGISTRY,
+    server: ServerOpt = None,
     output: OutputOpt = Output.table,
+    host: HostOpt = None,
 ) -> None:
-    """Rewrite image references to pull through cargohold: docker.io/library/alpine:3.20 → HOST/hub/alpine:3.20."""
+    """Rewrite image references to pull through cargohold: docker.io/library/alpine:3.20 → HOST/hub/alpine:3.20.
+
+    The local name comes from --map, then the server's sync rules, then its cache rules.
+    Example: cargohold rewrite Dockerfile k8s/*.yaml --registry registry.example.com --pin --write
+    """
     if check and write:
         raise fail("--check changes nothing; give --check or --write, not both", 2)
     try:
         prefix_maps = [PrefixMap.parse(value) for value in maps or []]
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--map") from None
-    host = bare_host(host)
-    if not host or "/" in host:
-        raise typer.BadParameter(f"{host!r} is not a HOST[:PORT]", param_hint="--host")
+    host, server_url = addresses(registry, server, host)
     texts: dict[Path, str] = {}
     for path in files:
         try:
@@ -176,12 +241,13 @@ def rewrite(
         except UnicodeDecodeError:
             raise fail(f"{path}: not a UTF-8 text file", 2) from None
 
-    with session(registry) as client:
+    with session(server_url) as client:
         rules, warnings = rules_from_api(_items(client.get("/api/v1/cache-rules"), "cache_rules"))
-        for warning in warnings:
+        sync, sync_warnings = fetch_sync_rules(client)
+        for warning in warnings + sync_warnings:
             err.print(f"[yellow]warning:[/yellow] {escape(warning)}")
         pinner = Pinner(client) if pin and not check else None
-        rw = Rewriter(host, rules, prefix_maps, pin=pinner)
+        rw = Rewriter(host, rules, prefix_maps, pin=pinner, sync=sync)
         results: dict[Path, Result] = {path: rewrite_text(str(path), text, rw) for path, text in texts.items()}
 
     if output is Output.json:
@@ -214,7 +280,7 @@ def rewrite(
             sys.stdout.write(unified_diff(str(path), texts[path], result.text))
     sys.stdout.flush()
     err.print(f"{rewritten} reference(s) rewritten, {private} private reference(s) left alone, "
-              f"{public} public reference(s) without a cache rule")
+              f"{public} public reference(s) without a cache rule, sync rule or --map")
 
 
 def _check(results: dict[Path, Result], pin: bool, output: Output) -> int:
@@ -226,7 +292,8 @@ def _check(results: dict[Path, Result], pin: bool, output: Output) -> int:
                 continue
             reason = None
             if finding.status != "private":
-                reason = f"public registry (cargohold serves it as {finding.new})" if finding.new else "public registry, no cache rule"
+                reason = (f"public registry (cargohold serves it as {finding.new}, by {finding.via})" if finding.new
+                          else "public registry, no cache rule, sync rule or --map")
             elif pin and finding.reference.digest is None:
                 reason = "not pinned to a digest"
             if reason is None:

@@ -1,23 +1,35 @@
-"""Server-side import: ``cargohold import SOURCE`` and ``cargohold import-status ID``.
+"""Server-side import: ``cargohold import SOURCE`` and ``cargohold import status ID``.
 
 The server does the copying (``POST /api/v1/imports``); the CLI only asks and
-reports. Conventions as in ``access.py``: results on stdout (or the API's JSON
-with ``--output json``), messages on stderr; exit 0 done, 1 the server refused
-or the import failed (its problem ``detail`` is printed), 2 bad usage or the
-server could not be reached.
+reports. It starts the import as a job (``wait: false``) and polls
+``GET /api/v1/imports/{id}``, drawing a progress bar on stderr; ``--no-wait``
+prints the job id at once. Conventions as in ``access.py``: results on stdout
+(or the API's JSON with ``--output json``), messages on stderr; exit 0 done, 1
+the server refused or the import failed (its error is printed), 2 bad usage or
+the server could not be reached.
 
-The status command is ``import-status`` rather than ``import status``: a typer
-command with a positional ``SOURCE`` cannot also have a ``status`` subcommand
-without making ``status`` an ambiguous source name.
+``import`` takes a positional SOURCE, so ``status`` cannot be a real typer
+subcommand; instead SOURCE ``status`` followed by an ID asks for a job
+(``import-status ID`` is the same command). An image that really is named
+``status`` on Docker Hub is spelled ``docker.io/library/status``.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from .access import (
     Output,
@@ -37,7 +49,8 @@ from .cache_ops import human_bytes
 from .client import DEFAULT_REGISTRY, quote
 
 IMPORTS = "/api/v1/imports"
-IMPORT_TIMEOUT = 6 * 3600.0  # a waiting import answers when every blob is in
+POLL_EVERY = 0.5  # seconds between status requests while an import runs (the server writes progress once a second)
+STATUS_WORD = "status"  # `cargohold import status ID`
 
 
 def _rows(job: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -47,14 +60,24 @@ def _rows(job: dict[str, Any]) -> list[tuple[str, Any]]:
         ("source", job.get("source", "")),
         ("source digest", job.get("source_digest") or "—"),
         ("targets", ", ".join(str(t) for t in job.get("targets") or [])),
-        ("fetched", f"{human_bytes(job.get('bytes_done', 0))} in {job.get('blobs_done', 0)} blob(s) done"),
+        ("fetched", _done(job)),
         ("requested by", job.get("requested_by", "")),
         ("started", when(job.get("started_at"))),
         ("finished", when(job.get("finished_at")) if job.get("finished_at") else "—"),
     ]
     if job.get("error"):
-        rows.append(("error", job["error"]))
+        rows.append(("error", f"{job['error_code']}: {job['error']}" if job.get("error_code") else job["error"]))
     return rows
+
+
+def _done(job: dict[str, Any]) -> str:
+    fetched = human_bytes(job.get("bytes_done", 0))
+    if isinstance(job.get("bytes_total"), int):
+        fetched += f" of at most {human_bytes(job['bytes_total'])}"
+    blobs = f"{job.get('blobs_done', 0)}"
+    if isinstance(job.get("blobs_total"), int):
+        blobs += f" of {job['blobs_total']}"
+    return f"{fetched}; {blobs} blob(s) in place"
 
 
 def _show(job: Any, output: Output) -> None:
@@ -66,7 +89,9 @@ def _show(job: Any, output: Output) -> None:
 
 def import_image(
     source: Annotated[str, typer.Argument(help="any registry reference: docker.io/library/alpine:3.20, host:5000/app:1, …@sha256:…; "
-                                          "or oci-layout:DIR[:REF] to push an OCI layout from this machine")] = "",
+                                          "or oci-layout:DIR[:REF] to push an OCI layout from this machine; "
+                                          "or `status ID` to show an import job")] = "",
+    job_id: Annotated[str | None, typer.Argument(metavar="[ID]", help="with SOURCE `status`: the job id to show")] = None,
     image: Annotated[list[str] | None, typer.Option(
         "--image", "-i", help="local target REPOSITORY or REPOSITORY:TAG (repeat for several); default: the source's path and tag")] = None,
     credential_set: Annotated[str | None, typer.Option(
@@ -77,7 +102,8 @@ def import_image(
     force: Annotated[bool, typer.Option("--force", help="move target tags that point to something else")] = False,
     platform: Annotated[list[str] | None, typer.Option(
         "--platform", help="only this os/arch or os/arch/variant of an index (repeat for several); default: all")] = None,
-    no_wait: Annotated[bool, typer.Option("--no-wait", help="answer at once with the job id; see import-status")] = False,
+    no_wait: Annotated[bool, typer.Option(
+        "--no-wait", help="print the job id at once instead of following the import; see `cargohold import status ID`")] = False,
     from_layout: Annotated[Path | None, typer.Option(
         "--from-layout", help="push this OCI image layout directory (client-side; same as SOURCE oci-layout:DIR)")] = None,
     registry: RegistryOpt = DEFAULT_REGISTRY,
@@ -85,8 +111,19 @@ def import_image(
 ) -> None:
     """Copy an image, index or artifact from another registry into this one, on the server: every platform, referrers included.
 
+    The CLI follows the import with a progress bar and exits 1 if it fails; --no-wait prints the job id instead.
+    `cargohold import status ID` shows a job (state, bytes and blobs done, the error if it failed).
     With oci-layout:DIR (or --from-layout DIR) the CLI itself reads the layout and pushes it over /v2.
     """
+    if source == STATUS_WORD and job_id is not None:
+        if image or credential_set or username or password_stdin or insecure or force or platform or no_wait or from_layout:
+            raise fail("`import status ID` takes only --registry and --output", 2)
+        import_status(job_id, registry, output)
+        return
+    if job_id is not None:
+        raise fail("give one SOURCE (or `status ID`)", 2)
+    if source == STATUS_WORD:
+        raise fail("`import status` needs the job ID (to import an image named status: docker.io/library/status)", 2)
     if from_layout is not None or source.startswith("oci-layout:"):
         if from_layout is not None and source:
             raise fail("give SOURCE or --from-layout, not both", 2)
@@ -100,7 +137,7 @@ def import_image(
         raise fail("give --credential-set or --username with --password-stdin, not both", 2)
     if bool(username) != password_stdin:
         raise fail("--username needs --password-stdin (and the other way round)", 2)
-    body: dict[str, Any] = {"source": source, "insecure": insecure, "force": force, "wait": not no_wait}
+    body: dict[str, Any] = {"source": source, "insecure": insecure, "force": force, "wait": False}
     if image:
         body["targets"] = image
     if platform:
@@ -111,25 +148,57 @@ def import_image(
         body["username"] = username
         body["password"] = _read_secret_stdin()
     with session(registry) as client:
-        client.timeout = IMPORT_TIMEOUT
-        if no_wait:
-            job = client.request("POST", IMPORTS, body)
-        else:
-            with err.status(f"importing {escape(source)}…"):
-                job = client.request("POST", IMPORTS, body)
-    if not no_wait:
-        targets = ", ".join(str(t) for t in (job.get("targets") or [])) if isinstance(job, dict) else ""
-        err.print(f"Imported [bold]{escape(source)}[/bold] into {escape(targets)}.")
-    else:
+        job = client.request("POST", IMPORTS, body)
         job_id = job.get("id", "") if isinstance(job, dict) else ""
-        err.print(f"Import started; follow it with `cargohold import-status {job_id}`.")
+        if no_wait:
+            err.print(f"Import started; follow it with `cargohold import status {job_id}`.")
+            _show(job, output)
+            return
+        job = _follow(client, job, source)
+    if job.get("state") != "succeeded":
+        code = f" ({job['error_code']})" if job.get("error_code") else ""
+        raise fail(f"import {job_id} failed{code}: {job.get('error') or 'no reason given'}")
+    targets = ", ".join(str(t) for t in (job.get("targets") or []))
+    err.print(f"Imported [bold]{escape(source)}[/bold] into {escape(targets)}.")
     _show(job, output)
 
 
-def _v2(client: Any) -> Any:
-    from .layout_transfer import V2
+def _follow(client: Any, job: dict[str, Any], source: str) -> dict[str, Any]:
+    """Poll a running job until it ends, drawing bytes and blobs on stderr; the job as it ended.
 
-    return V2(client.registry, client.credentials)
+    Ctrl-C stops following, not the import: the server goes on, and the message says how to look again.
+    """
+    job_id = str(job.get("id", ""))
+    columns = (
+        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TextColumn("{task.fields[blobs]}"),
+        TimeElapsedColumn(),
+    )
+    try:
+        with Progress(*columns, console=err, transient=True) as bar:
+            task: TaskID = bar.add_task(f"importing {escape(source)}", total=None, blobs="")
+            while job.get("state") == "running":
+                _draw(bar, task, job)
+                time.sleep(POLL_EVERY)
+                job = client.get(f"{IMPORTS}/{quote(job_id)}")
+            _draw(bar, task, job)
+    except KeyboardInterrupt:
+        err.print(f"Stopped following; the import goes on on the server: `cargohold import status {job_id}`.")
+        raise typer.Exit(130) from None
+    return job
+
+
+def _draw(bar: Progress, task: TaskID, job: dict[str, Any]) -> None:
+    total = job.get("bytes_total")
+    blobs_total = job.get("blobs_total")
+    blobs = f"{job.get('blobs_done', 0)}/{blobs_total} blobs" if isinstance(blobs_total, int) else ""
+    done = job.get("bytes_done", 0) if isinstance(job.get("bytes_done"), int) else 0
+    bar.update(task, completed=done, total=total if isinstance(total, int) and total > 0 else None, blobs=blobs)
+
+
+def _v2(client: Any) -> Any:
+    from .registry_client import RegistryClient
+
+    return RegistryClient(client.registry, client.credentials)
 
 
 def _import_layout(source: str, targets: list[str], registry: str, output: Output) -> None:
@@ -186,7 +255,7 @@ def import_status(
     registry: RegistryOpt = DEFAULT_REGISTRY,
     output: OutputOpt = Output.table,
 ) -> None:
-    """Show an import's state (it is known to the server worker that runs it)."""
+    """Show an import job: state, bytes and blobs done, the error if it failed (exit 1 then). Same as `import status ID`."""
     with session(registry) as client:
         job = client.get(f"{IMPORTS}/{quote(job_id)}")
     _show(job, output)
@@ -195,7 +264,7 @@ def import_status(
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``cargohold import`` and ``cargohold import-status`` to the top-level app."""
+    """Add ``cargohold import`` (with ``import status ID``), ``import-status`` and ``export`` to the top-level app."""
     app.command("import")(import_image)
     app.command("import-status")(import_status)
     app.command("export")(export_images)

@@ -31,6 +31,7 @@ from .schema import (
     manifests,
     repositories,
     repository_blobs,
+    sync_rules,
     tags,
 )
 
@@ -183,10 +184,24 @@ class CacheConfigStore(SqlStore):
 
     async def delete_credential_set(self, name: str) -> bool:
         async with self._write() as conn:
-            users = (await conn.execute(select(cache_rules.c.name).where(cache_rules.c.credential_set == name))).scalars().all()
+            users = await self._credential_set_users(conn, name)
             if users:
-                raise InUse(f"credential set {name!r} is used by cache rule(s) {', '.join(sorted(users))}")
+                raise InUse(f"credential set {name!r} is used by {users}")
             return (await conn.execute(delete(credential_sets).where(credential_sets.c.name == name))).rowcount > 0
+
+    async def credential_set_users(self, name: str) -> str:
+        async with self._read() as conn:
+            return await self._credential_set_users(conn, name)
+
+    @staticmethod
+    async def _credential_set_users(conn: AsyncConnection, name: str) -> str:
+        """The cache and sync rules that name a credential set, as one phrase ("" when none): the foreign keys' view."""
+        parts = []
+        for table, what in ((cache_rules, "cache rule(s)"), (sync_rules, "sync rule(s)")):
+            names = (await conn.execute(select(table.c.name).where(table.c.credential_set == name))).scalars().all()
+            if names:
+                parts.append(f"{what} {', '.join(sorted(names))}")
+        return " and ".join(parts)
 
     async def record_login(self, name: str, ok: bool, error: str | None) -> None:
         """Status only: no worker caches it, so the generation is left alone."""

@@ -28,6 +28,11 @@ was not copied answers ``MANIFEST_UNKNOWN``.
 
 Without ``force``, a target tag that exists and points to another digest fails
 the import before anything is copied (``TargetConflict``).
+
+A finished copy records its provenance (``store.imports.ProvenanceStore``):
+one row per target — source reference, source digest, who, when, and whether
+an import or a sync rule asked. Callers (the imports API, sync rules) say who
+and why through ``run``'s keyword arguments; a failed copy records nothing.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import os
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from ..config import Settings
@@ -49,8 +55,15 @@ from ..oci.manifest import parse_manifest
 from ..oci.reference import Reference
 from ..registry.service import Registry
 from ..store.files import fsync_file
+from ..store.imports import ProvenanceRecord, ProvenanceStore
 from ..upstream import errors as up
-from ..upstream.client import Credentials, Endpoint, FetchedManifest, UpstreamClient
+from ..upstream.client import (
+    Credentials,
+    Endpoint,
+    FetchedManifest,
+    UpstreamClient,
+    UpstreamObserver,
+)
 from ..upstream.guard import UpstreamRefused
 from ..upstream.http import guarded_session
 
@@ -58,6 +71,7 @@ log = logging.getLogger("cargohold.transfer")
 
 PARALLEL_BLOBS = 4
 Progress = Callable[[int, int], None]  # (bytes fetched so far, blobs done so far)
+Totals = Callable[[int, int], None]  # (bytes to fetch at most, blobs to copy): called once, when the plan is known
 
 
 class ImportFailed(Exception):
@@ -118,6 +132,10 @@ class _Plan:
     nodes: dict[str, _Node] = field(default_factory=dict)  # insertion order: children before parents
     top: str = ""
 
+    def blobs(self) -> dict[str, int]:
+        """Every blob the copied manifests need, once: digest → size."""
+        return dict(blob for node in self.nodes.values() for blob in node.blobs)
+
 
 def matches_platform(platform: Any, wanted: list[str]) -> bool:
     """Whether an index entry's ``platform`` is one of ``os/arch[/variant]`` (a spec without variant matches any)."""
@@ -148,7 +166,19 @@ class Importer:
         force: bool = False,
         platforms: list[str] | None = None,
         progress: Progress | None = None,
+        totals: Totals | None = None,
+        requested_by: str = "",
+        via: str = "import",
+        job: str | None = None,
+        observer: UpstreamObserver | None = None,
     ) -> ImportResult:
+        """Copy ``source_ref`` to every target; on success record one provenance row per target.
+
+        ``requested_by``, ``via`` ("import" or "sync") and ``job`` (an import job id, or
+        "rule#run") go into the provenance; ``observer`` sees every request to the source
+        (a sync rule counts its request budget with it). ``totals`` is called once the graph is
+        known, with the bytes and blobs an import fetches at most (blobs already held count too).
+        """
         try:
             source = Reference.parse(source_ref)
             endpoint = Endpoint(source.registry, insecure)
@@ -160,7 +190,7 @@ class Importer:
         keepalive = max(1.0, min(15.0, self.settings.upstream_timeout_seconds / 2))
         async with guarded_session(self.settings, limit=32, keepalive_timeout=keepalive) as session:
             client = UpstreamClient(
-                session, endpoint, credentials,
+                session, endpoint, credentials, observer=observer,
                 retries=self.settings.upstream_retries, timeout=self.settings.upstream_timeout_seconds,
             )
             where = f"{source.registry}/{source.repository}"
@@ -172,6 +202,9 @@ class Importer:
                             f"{target} points to {digest}, not to {plan.top} ({source_ref}); import with force to move it"
                         )
                 tally = _Tally(progress)
+                if totals is not None:  # bytes: each blob is fetched once at most, whatever the number of targets
+                    wanted = plan.blobs()
+                    totals(sum(wanted.values()), len(wanted) * len({t.repository for t in targets}))
                 for repository in dict.fromkeys(t.repository for t in targets):
                     await self._copy_blobs(client, source.repository, repository, plan, tally)
                 for target in targets:
@@ -190,7 +223,21 @@ class Importer:
                 raise ImportFailed(f"{where} failed: {exc or type(exc).__name__}") from None
             except RegistryError as exc:  # a source manifest this registry does not accept
                 raise ImportFailed(f"{where}: {exc.code}: {exc.message}", status=422, code="SOURCE_INVALID") from None
+        await self._record(source, plan.top, targets, requested_by, via, job)
         return ImportResult(plan.top, len(plan.nodes), tally.blobs, tally.fetched_blobs, tally.bytes)
+
+    async def _record(
+        self, source: Reference, digest: str, targets: list[Target], requested_by: str, via: str, job: str | None
+    ) -> None:
+        """Provenance of a finished copy. The content is in place by now: a failure here is logged, not raised."""
+        at = datetime.now(UTC)
+        records = [
+            ProvenanceRecord(t.repository, t.tag, digest, str(source), digest, via, job, requested_by, at) for t in targets
+        ]
+        try:
+            await ProvenanceStore(self.registry.stores.engine).record(records)
+        except Exception:
+            log.exception("import of %s succeeded, but its provenance could not be recorded", source)
 
     async def _tag_digest(self, target: Target) -> str | None:
         if target.tag is None:
@@ -256,7 +303,7 @@ class Importer:
     # ---- phase 2: the blobs ------------------------------------------------------------------
 
     async def _copy_blobs(self, client: UpstreamClient, source_repo: str, repository: str, plan: _Plan, tally: _Tally) -> None:
-        wanted = dict(blob for node in plan.nodes.values() for blob in node.blobs)
+        wanted = plan.blobs()
         limit = asyncio.Semaphore(PARALLEL_BLOBS)
 
         async def one(digest: str, size: int) -> None:

@@ -2,7 +2,20 @@
 
 ``docker.io/library/alpine:3.20`` becomes ``HOST/hub/alpine:3.20`` when a cache
 rule ``docker.io/library/* → hub/*`` exists (or a ``--map`` prefix mapping
-says so), optionally pinned: ``HOST/hub/alpine:3.20@sha256:…``.
+says so), optionally pinned: ``HOST/hub/alpine:3.20@sha256:…``. A sync rule
+``docker.io/library/alpine → base/alpine`` makes it ``HOST/base/alpine:3.20``.
+
+Which local name wins, when several could serve a reference:
+
+1. ``--map`` mappings, in the order given: the user said so for this run.
+2. A sync rule whose source is exactly the reference's repository. A sync
+   rule always names one repository, so it is at least as specific as any
+   cache rule; on a tie with an exact cache rule it still wins, because its
+   repository is an ordinary local copy that answers without the upstream.
+   Two sync rules from the same source: the one whose name sorts first
+   (the finding's note names the others).
+3. The most specific cache rule (exact source, then the longest prefix), as
+   the server routes mirror requests.
 
 Files are edited line by line, in place: only the characters of a reference
 (or of the ARG default / Helm value that holds it) change, so comments,
@@ -20,7 +33,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..cache.rules import CacheRule, InvalidRule, RuleSet, normalize_registry
+from ..cache.rules import CacheRule, InvalidRule, RuleSet, Source, normalize_registry
 from ..oci.errors import RegistryError
 from ..oci.names import is_valid_name
 from ..oci.reference import DOCKER_HUB, Reference
@@ -88,6 +101,51 @@ def rules_from_api(items: Iterable[dict[str, Any]]) -> tuple[RuleSet, list[str]]
     return RuleSet(rules), warnings
 
 
+@dataclass(frozen=True, slots=True)
+class SyncTarget:
+    """A sync rule as a source of local names: upstream ``registry``/``repository`` is copied into local ``target``."""
+
+    name: str
+    registry: str
+    repository: str
+    target: str
+
+
+def sync_rules_from_api(items: Iterable[dict[str, Any]]) -> tuple[list[SyncTarget], list[str]]:
+    """The ``GET /api/v1/sync-rules`` answer as :class:`SyncTarget` s, and a warning per rule that does not parse.
+
+    ``source`` is read the way cache rules read theirs (``docker.io/alpine`` is
+    ``docker.io/library/alpine``); a source that is not one repository, or a
+    target that is not a repository name, is skipped with a warning.
+    """
+    out: list[SyncTarget] = []
+    warnings: list[str] = []
+    for item in items:
+        name = item.get("name") if isinstance(item, dict) else None
+        try:
+            source = Source.parse(str(item["source"]))
+            target = str(item["target"]).strip()
+        except (KeyError, TypeError, InvalidRule) as exc:
+            warnings.append(f"sync rule {name!r} ignored: {exc}")
+            continue
+        if source.wildcard:
+            warnings.append(f"sync rule {name!r} ignored: its source {source} is not one repository")
+        elif not is_valid_name(target):
+            warnings.append(f"sync rule {name!r} ignored: {target!r} is not a local repository name")
+        else:
+            out.append(SyncTarget(str(name), source.registry, source.path, target))
+    return out, warnings
+
+
+@dataclass(frozen=True, slots=True)
+class LocalName:
+    """Where a reference lives in cargohold, and what said so (for reports)."""
+
+    local: str
+    via: str  # "--map SRC=DST" | "sync rule NAME" | "cache rule NAME"
+    note: str = ""
+
+
 def bare_host(value: str) -> str:
     """``https://Reg.example.com:443/`` → ``reg.example.com:443``: what goes in front of a reference."""
     text = value.strip()
@@ -107,6 +165,7 @@ class Finding:
     new: str | None = None
     note: str = ""
     error: bool = False  # pinning failed
+    via: str | None = None  # what gave the local name: "--map …", "sync rule …", "cache rule …"
 
     @property
     def public(self) -> bool:
@@ -125,24 +184,43 @@ class Result:
 
 
 class Rewriter:
-    """Maps references to their cargohold names (``--map`` first, then the cache rules) and optionally pins them."""
+    """Maps references to their cargohold names (``--map``, then sync rules, then cache rules) and optionally pins them."""
 
     def __init__(
         self, host: str, rules: RuleSet | None = None, maps: Sequence[PrefixMap] = (),
-        pin: Callable[[Reference], str] | None = None,
+        pin: Callable[[Reference], str] | None = None, sync: Sequence[SyncTarget] = (),
     ) -> None:
         self.host = bare_host(host)
         self.rules = rules or RuleSet([])
         self.maps = list(maps)
         self.pin = pin
+        self.sync: dict[tuple[str, str], list[SyncTarget]] = {}
+        for rule in sorted(sync, key=lambda r: r.name):
+            self.sync.setdefault((rule.registry, rule.repository), []).append(rule)
+
+    def mapping(self, ref: Reference) -> LocalName | None:
+        """The local name for ``ref`` by the precedence in the module docstring; None when nothing serves it."""
+        for prefix in self.maps:
+            local = prefix.local(ref)
+            if local is not None and is_valid_name(local):
+                source = f"{prefix.registry}/{prefix.path}" if prefix.path else prefix.registry
+                return LocalName(local, f"--map {source}={prefix.target}")
+        registry, repository = normalize_registry(ref.registry), ref.repository
+        if registry == DOCKER_HUB and "/" not in repository:
+            repository = f"library/{repository}"
+        synced = self.sync.get((registry, repository))
+        if synced:
+            first, others = synced[0], synced[1:]
+            note = ""
+            if others:
+                note = "also synced by " + ", ".join(f"{o.name} (→ {o.target})" for o in others)
+            return LocalName(first.target, f"sync rule {first.name}", note)
+        route = self.rules.route_upstream(ref.registry, ref.repository)
+        return LocalName(route.local, f"cache rule {route.rule.name}") if route else None
 
     def local_name(self, ref: Reference) -> str | None:
-        for mapping in self.maps:
-            local = mapping.local(ref)
-            if local is not None and is_valid_name(local):
-                return local
-        route = self.rules.route_upstream(ref.registry, ref.repository)
-        return route.local if route else None
+        found = self.mapping(ref)
+        return found.local if found else None
 
     def is_private(self, ref: Reference) -> bool:
         return ref.registry.lower() == self.host
@@ -154,10 +232,10 @@ class Rewriter:
             return Finding(line, text, None, "skipped", note="not an image reference")
         if self.is_private(ref):
             return Finding(line, text, ref, "private")
-        local = self.local_name(ref)
-        if local is None:
-            return Finding(line, text, ref, "public", note="no cache rule or --map for it")
-        return Finding(line, text, ref, "rewritten", new=f"{self.host}/{local}")
+        found = self.mapping(ref)
+        if found is None:
+            return Finding(line, text, ref, "public", note="no cache rule, sync rule or --map for it")
+        return Finding(line, text, ref, "rewritten", new=f"{self.host}/{found.local}", note=found.note, via=found.via)
 
     def digest_for(self, finding: Finding) -> str | None:
         """The digest to pin ``finding``'s new reference to; None when not pinning, already pinned, or failed (noted)."""
@@ -265,6 +343,8 @@ def _rewrite_token(
     expanded = expand(token, env) if "$" in token else token
     finding = rw.decide(expanded, line + 1)
     findings.append(finding)
+    if finding.status == "skipped" and "$" in token:
+        finding.text, finding.note = token, "a variable with no value here; left alone"
     if finding.status != "rewritten":
         return
     if "$" not in token:
@@ -287,6 +367,7 @@ _COPY_FROM = re.compile(r"^\s*COPY\s+(?:--\S+\s+)*?--from=(\S+)", re.IGNORECASE)
 _ARG = re.compile(r"^\s*ARG\s+(.*)$", re.IGNORECASE)
 _ARG_ITEM = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:=(\"(?:[^\"\\]|\\.)*\"|'[^']*'|[^\s]*))?")
 _WHOLE_VAR = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+_DEFAULT_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:?-)([^}]*)\}")
 
 
 @dataclass
@@ -298,13 +379,20 @@ class _Arg:
 
 
 def rewrite_dockerfile(text: str, rw: Rewriter) -> Result:
-    """``FROM`` and ``COPY --from=`` images; a ``FROM ${BASE}`` rewrites ``ARG BASE=…``'s default."""
+    """``FROM`` and ``COPY --from=`` images; a ``FROM ${BASE}`` rewrites ``ARG BASE=…``'s default (once).
+
+    ``FROM ${BASE:-alpine:3.20}`` rewrites the fallback word in place and, when
+    the global ``ARG BASE`` has a default, that default too: every image the
+    build can resolve to should point at cargohold. Stage aliases (any case),
+    stage numbers and ``scratch`` are not images.
+    """
     lines = _split_lines(text)
     edits: list[_Edit] = []
     findings: list[Finding] = []
     args: dict[str, _Arg] = {}  # global ARGs (before the first FROM): the only ones FROM can use
     stages: set[str] = set()
     seen_from = False
+    done_args: set[tuple[int, int]] = set()  # (line, start) of ARG defaults already handled
     for index, (content, _) in enumerate(lines):
         stripped = content.strip()
         if not stripped or stripped.startswith("#"):
@@ -331,19 +419,31 @@ def rewrite_dockerfile(text: str, rw: Rewriter) -> Result:
             if known_stage:
                 continue
             whole = _WHOLE_VAR.fullmatch(token)
-            if whole:
-                name = whole.group(1) or whole.group(2)
+            fallback = _DEFAULT_VAR.fullmatch(token)
+            if whole or fallback:
+                name = (whole.group(1) or whole.group(2)) if whole else fallback.group(1)  # type: ignore[union-attr]
                 arg_ = args.get(name)
-                if arg_ is None or arg_.value is None:
-                    findings.append(Finding(index + 1, token, None, "skipped", note=f"${name} has no ARG default"))
+                used = arg_ is not None and arg_.value is not None and (
+                    whole is not None or fallback.group(2) == "-" or bool(arg_.value))  # type: ignore[union-attr]
+                if fallback is not None:  # ${BASE:-alpine:3.20}: the word is used when the ARG is unset (or empty)
+                    word = fallback.group(3)
+                    if word and word.lower() not in stages and word.lower() != "scratch":
+                        _rewrite_token(rw, word, env, index, match.start(3) + fallback.start(3), edits, findings)
+                if not used:
+                    if whole is not None:
+                        findings.append(Finding(index + 1, token, None, "skipped", note=f"${name} has no ARG default"))
                     continue
+                assert arg_ is not None and arg_.value is not None
                 if arg_.value.lower() in stages or arg_.value.lower() == "scratch":
                     continue
-                finding = rw.decide(arg_.value, arg_.line + 1)
-                finding.note = f"ARG {name} default, used by FROM on line {index + 1}"
-                findings.append(finding)
-                if finding.status == "rewritten" and not any(e.line == arg_.line and e.start == arg_.start for e in edits):
-                    edits.append(_Edit(arg_.line, arg_.start, arg_.end, rw.full(finding)))
+                if (arg_.line, arg_.start) in done_args:
+                    continue  # another FROM uses the same ARG: rewritten (or reported) once
+                done_args.add((arg_.line, arg_.start))
+                before = len(findings)
+                _rewrite_token(rw, arg_.value, {n: a.value for n, a in args.items() if n != name},
+                               arg_.line, arg_.start, edits, findings)
+                for finding in findings[before:]:
+                    finding.note = "; ".join(filter(None, (f"ARG {name} default, used by FROM on line {index + 1}", finding.note)))
                 continue
             _rewrite_token(rw, token, env, index, match.start(3), edits, findings)
         elif match := _COPY_FROM.match(content):

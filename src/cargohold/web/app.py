@@ -17,10 +17,11 @@ from ..cache.evict import evict_forever
 from ..cache.service import CacheService
 from ..config import Settings
 from ..registry.service import Registry
+from ..transfer.sync_service import SyncService
 from . import api, metrics, token
 from .auth import allow_list, v2_auth_middleware
 from .errors import API_VERSION_HEADER, error_middleware
-from .keys import AUTH, CACHE, REGISTRY, SETTINGS
+from .keys import AUTH, CACHE, REGISTRY, SETTINGS, SYNC
 from .v2 import routes as v2_routes
 from .v2.blobs import digest_etag
 from .v2.cache import cache_routing
@@ -83,12 +84,15 @@ def create_app(settings: Settings) -> web.Application:
             app[AUTH] = AuthService.open(settings, registry.stores)
         cache = CacheService.open(settings, registry)
         app[CACHE] = cache
+        sync = SyncService.open(settings, registry, cache.admin)
+        app[SYNC] = sync
         tasks = [
             asyncio.create_task(
                 _purge_forever(registry, cache, settings.upload_purge_interval_seconds, settings.upload_max_age_seconds)
             ),
             asyncio.create_task(_flush_pulls_forever(cache)),
             asyncio.create_task(evict_forever(cache, settings.cache_evict_interval_seconds)),
+            asyncio.create_task(sync.schedule_forever()),  # due sync rules; the lease lets one worker run each
         ]
         yield
         for task in tasks:
@@ -96,6 +100,7 @@ def create_app(settings: Settings) -> web.Application:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await sync.close()  # runs in flight get a few seconds to record themselves
         await cache.close()
         await registry.close()
 

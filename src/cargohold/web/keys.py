@@ -8,8 +8,10 @@ from ..auth.service import AuthService
 from ..cache.service import CacheService
 from ..config import Settings
 from ..registry.service import Registry
+from ..transfer.sync_service import SyncService
 
 SETTINGS = web.AppKey("settings", Settings)
 REGISTRY = web.AppKey("registry", Registry)
 AUTH = web.AppKey("auth", AuthService)
 CACHE = web.AppKey("cache", CacheService)
+SYNC = web.AppKey("sync", SyncService)

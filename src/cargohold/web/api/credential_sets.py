@@ -131,7 +131,7 @@ async def delete_credential_set(call: Call) -> web.Response:
     return no_content()
 
 
-IN_USE = "a cache rule uses the credential set"
+IN_USE = "a cache or sync rule uses the credential set"
 OPERATIONS = [
     Operation(
         "GET", "/credential-sets", list_credential_sets, "listCredentialSets", "List credential sets (never their passwords)",
@@ -152,12 +152,12 @@ OPERATIONS = [
         "PATCH", "/credential-sets/{name}", update_credential_set, "updateCredentialSet",
         "Change a credential set's login server, user name or password", "credential-sets",
         body=CredentialSetUpdate, response=CredentialSet,
-        conflict="cache rules on the old login server use the set, so the login server cannot change",
+        conflict="cache or sync rules on the old login server use the set, so the login server cannot change",
         action="credential_set.update",
     ),
     Operation(
         "DELETE", "/credential-sets/{name}", delete_credential_set, "deleteCredentialSet",
-        "Delete a credential set no cache rule uses", "credential-sets", status=204, conflict=IN_USE,
+        "Delete a credential set no cache or sync rule uses", "credential-sets", status=204, conflict=IN_USE,
         action="credential_set.delete",
     ),
 ]

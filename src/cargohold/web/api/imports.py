@@ -6,11 +6,12 @@ import only and never stored or echoed) or as a credential set — credential
 sets are the operators' logins, so only admins may name one, and only for
 the registry it belongs to.
 
-Job status lives in the memory of the worker process that ran the import (a
-first step): ``GET /imports/{id}`` answers from that worker only, so with
-several workers a ``wait: false`` import may be polled through another worker
-that does not know it (404). Waiting imports (the default) need no polling.
-Provenance — source, source digest, who, when — goes to the audit log.
+Jobs live in the database (``store.imports``), so any worker — and a
+restarted server — answers ``GET /imports/{id}``. The worker running an import
+writes its progress about once a second; that write is the heartbeat, and a
+running job whose heartbeat stopped is reported as failed ("interrupted").
+Provenance — source, source digest, who, when — is recorded by the importer
+(``GET /provenance``); the audit log also has who imported what.
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ import asyncio
 import logging
 import re
 import uuid
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Literal
 
 from aiohttp import web
@@ -33,14 +33,30 @@ from ...oci.errors import RegistryError
 from ...oci.names import is_valid_name, is_valid_tag
 from ...oci.reference import Reference
 from ...store.cache import UnknownCredentialSet
+from ...store.imports import (
+    INTERRUPTED,
+    INTERRUPTED_CODE,
+    ImportJobRecord,
+    ImportJobStore,
+)
 from ...transfer.importer import Importer, ImportFailed, Target
 from ...upstream.client import Credentials
 from ..keys import CACHE, REGISTRY, SETTINGS
-from .common import TEXT_PATTERN, ApiError, Call, InModel, Operation, OutModel, render
+from .common import (
+    TEXT_PATTERN,
+    ApiError,
+    Call,
+    InModel,
+    Operation,
+    OutModel,
+    QueryModel,
+    render,
+)
 
 log = logging.getLogger("cargohold.transfer")
 
-MAX_JOBS = 1000  # finished jobs kept per worker; the oldest finished ones go first
+PROGRESS_EVERY = 1.0  # seconds between progress writes while bytes flow
+HEARTBEAT = 10.0  # seconds between writes while nothing moves (a stalled source): the job is still alive
 _PLATFORM = r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$"
 
 SourceReference = Annotated[
@@ -74,49 +90,69 @@ class ImportJob(OutModel):
     source: str
     source_digest: str | None
     targets: list[str]
-    bytes_done: int
-    blobs_done: int
+    bytes_done: int = Field(description="bytes fetched from the source so far")
+    blobs_done: int = Field(description="blobs in place so far (fetched, linked, or already there)")
+    bytes_total: int | None = Field(description="bytes to fetch at most; null until the graph is known")
+    blobs_total: int | None = Field(description="blobs to put in place; null until the graph is known")
     error: str | None
+    error_code: str | None = Field(description="e.g. SOURCE_NOT_FOUND, SOURCE_AUTH_FAILED, TARGET_EXISTS, INTERRUPTED")
     requested_by: str
     started_at: datetime
+    updated_at: datetime = Field(description="the heartbeat of a running job")
     finished_at: datetime | None
 
 
-@dataclass
-class _Job:
-    id: str
-    source: str
-    targets: list[Target]
-    requested_by: str
-    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    state: str = "running"
-    source_digest: str | None = None
-    bytes_done: int = 0
-    blobs_done: int = 0
-    error: str | None = None
-    finished_at: datetime | None = None
-    failure: ImportFailed | None = None
+class ImportListQuery(QueryModel):
+    limit: int = Field(50, ge=1, le=1000, description="jobs to list, newest first")
 
-    def view(self) -> ImportJob:
-        return ImportJob(
-            id=self.id, state=self.state, source=self.source, source_digest=self.source_digest,  # type: ignore[arg-type]
-            targets=[str(t) for t in self.targets], bytes_done=self.bytes_done, blobs_done=self.blobs_done,
-            error=self.error, requested_by=self.requested_by, started_at=self.started_at, finished_at=self.finished_at,
-        )
+
+def _view(job: ImportJobRecord) -> ImportJob:
+    return ImportJob(
+        id=job.id, state=job.state, source=job.source, source_digest=job.source_digest,  # type: ignore[arg-type]
+        targets=job.targets, bytes_done=job.bytes_done, blobs_done=job.blobs_done, bytes_total=job.bytes_total,
+        blobs_total=job.blobs_total, error=job.error, error_code=job.error_code, requested_by=job.requested_by,
+        started_at=job.started_at, updated_at=job.updated_at, finished_at=job.finished_at,
+    )
+
+
+class _Progress:
+    """A running job's counters, written to the database at most once a second (and every ``HEARTBEAT`` anyway).
+
+    The importer calls ``progress`` per chunk; that only sets numbers. A loop writes them, so that a
+    fast import costs a handful of writes and a stalled one still proves its worker is alive.
+    """
+
+    def __init__(self, store: ImportJobStore, job_id: str) -> None:
+        self.store, self.job_id = store, job_id
+        self.bytes_done = self.blobs_done = 0
+        self.bytes_total: int | None = None
+        self.blobs_total: int | None = None
+        self._dirty = False
 
     def progress(self, nbytes: int, blobs: int) -> None:
-        self.bytes_done, self.blobs_done = nbytes, blobs
+        self.bytes_done, self.blobs_done, self._dirty = nbytes, blobs, True
+
+    def totals(self, nbytes: int, blobs: int) -> None:
+        self.bytes_total, self.blobs_total, self._dirty = nbytes, blobs, True
+
+    async def write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        written = loop.time()
+        while True:
+            await asyncio.sleep(PROGRESS_EVERY)
+            if not self._dirty and loop.time() - written < HEARTBEAT:
+                continue
+            self._dirty = False
+            try:
+                await self.store.progress(
+                    self.job_id, self.bytes_done, self.blobs_done, bytes_total=self.bytes_total, blobs_total=self.blobs_total
+                )
+                written = loop.time()
+            except Exception:  # the database hiccuped: try again next round; the import itself goes on
+                log.warning("import %s: could not record progress", self.job_id, exc_info=True)
 
 
-_JOBS: dict[str, _Job] = {}
 _TASKS: set[asyncio.Task[None]] = set()
-
-
-def _remember(job: _Job) -> None:
-    if len(_JOBS) >= MAX_JOBS:
-        for key in [k for k, j in _JOBS.items() if j.state != "running"][: len(_JOBS) - MAX_JOBS + 1]:
-            del _JOBS[key]
-    _JOBS[job.id] = job
 
 
 def _invalid(detail: str, code: str = "INVALID_IMPORT") -> ApiError:
@@ -167,37 +203,76 @@ async def _credentials(call: Call, body: ImportRequest, source: Reference) -> Cr
     return None
 
 
-async def _run(call: Call, job: _Job, importer: Importer, body: ImportRequest, credentials: Credentials | None) -> None:
+async def _run(
+    call: Call, store: ImportJobStore, job: ImportJobRecord, targets: list[Target], importer: Importer,
+    body: ImportRequest, credentials: Credentials | None,
+) -> ImportFailed | None:
+    """Run the import and record its end; the failure (for a waiting request to answer with), or None."""
     client = call.client  # read now: a background import outlives its request
 
     async def audit(target: Target, outcome: str, detail: dict[str, object]) -> None:
         if call.auth is not None:
             await call.auth.audit(call.actor, client, "import", str(target)[:100], outcome, detail)
 
+    counters = _Progress(store, job.id)
+    writer: asyncio.Task[None] = asyncio.ensure_future(counters.write_loop())
     try:
         result = await importer.run(
-            body.source, job.targets, credentials, insecure=body.insecure, force=body.force,
-            platforms=body.platforms, progress=job.progress,
+            body.source, targets, credentials, insecure=body.insecure, force=body.force, platforms=body.platforms,
+            progress=counters.progress, totals=counters.totals, requested_by=call.actor, via="import", job=job.id,
         )
     except ImportFailed as exc:
-        job.state, job.error, job.failure = "failed", str(exc), exc
-        job.finished_at = datetime.now(UTC)
-        for target in job.targets:
+        await _stop(writer)
+        await store.finish(
+            job.id, "failed", bytes_done=counters.bytes_done, blobs_done=counters.blobs_done,
+            bytes_total=counters.bytes_total, blobs_total=counters.blobs_total, error=str(exc), error_code=exc.code,
+        )
+        for target in targets:
             await audit(target, "failed", {"import_id": job.id, "source": body.source, "error": str(exc)[:500]})
-        return
-    except Exception as exc:  # a bug; still end the job, so that nobody polls forever
-        log.exception("import %s failed", job.id)
-        job.state, job.error = "failed", f"internal error: {type(exc).__name__}"
-        job.finished_at = datetime.now(UTC)
+        return exc
+    except asyncio.CancelledError:  # the server is stopping: say so now rather than when the heartbeat is old
+        await _stop(writer)
+        try:
+            await asyncio.shield(store.finish(
+                job.id, "failed", bytes_done=counters.bytes_done, blobs_done=counters.blobs_done,
+                bytes_total=counters.bytes_total, blobs_total=counters.blobs_total,
+                error=INTERRUPTED, error_code=INTERRUPTED_CODE,
+            ))
+        except Exception:  # the database may be gone already; readers will tell by the heartbeat
+            log.warning("import %s: could not record that it was interrupted", job.id, exc_info=True)
         raise
-    job.state, job.source_digest = "succeeded", result.source_digest
-    job.bytes_done = result.fetched_bytes
-    job.finished_at = datetime.now(UTC)
-    for target in job.targets:
+    except Exception as exc:  # a bug; still end the job, so that nobody polls forever
+        await _stop(writer)
+        log.exception("import %s failed", job.id)
+        await store.finish(
+            job.id, "failed", bytes_done=counters.bytes_done, blobs_done=counters.blobs_done,
+            bytes_total=counters.bytes_total, blobs_total=counters.blobs_total,
+            error=f"internal error: {type(exc).__name__}", error_code="INTERNAL_ERROR",
+        )
+        raise
+    finally:
+        writer.cancel()
+    await _stop(writer)
+    await store.finish(
+        job.id, "succeeded", bytes_done=result.fetched_bytes, blobs_done=result.blobs,
+        bytes_total=counters.bytes_total, blobs_total=counters.blobs_total, source_digest=result.source_digest,
+    )
+    for target in targets:
         await audit(target, "ok", {
             "import_id": job.id, "source": body.source, "source_digest": result.source_digest,
-            "finished_at": job.finished_at.isoformat(), "fetched_bytes": result.fetched_bytes,
+            "fetched_bytes": result.fetched_bytes,
         })
+    return None
+
+
+async def _stop(writer: asyncio.Task[None]) -> None:
+    """Stop the progress writer and wait for it, so that its last write cannot land after the end."""
+    writer.cancel()
+    await asyncio.gather(writer, return_exceptions=True)
+
+
+def _store(call: Call) -> ImportJobStore:
+    return ImportJobStore(call.request.app[REGISTRY].stores.engine)
 
 
 async def create_import(call: Call) -> web.Response:
@@ -214,18 +289,24 @@ async def create_import(call: Call) -> web.Response:
     credentials = await _credentials(call, body, source)
     app = call.request.app
     importer = Importer(app[REGISTRY], app[SETTINGS])
-    job = _Job(uuid.uuid4().hex, body.source, targets, call.actor)
-    _remember(job)
+    store = _store(call)
+    try:
+        await store.prune()
+    except Exception:  # housekeeping must not stop an import
+        log.warning("could not prune old import jobs", exc_info=True)
+    job = await store.create(uuid.uuid4().hex, body.source, [str(t) for t in targets], call.actor)
+    location = {"Location": f"/api/v1/imports/{job.id}"}
     if not body.wait:
-        task = asyncio.ensure_future(_run(call, job, importer, body, credentials))
+        task = asyncio.ensure_future(_run(call, store, job, targets, importer, body, credentials))
         _TASKS.add(task)
         task.add_done_callback(_TASKS.discard)
-        return render(job.view(), 202, {"Location": f"/api/v1/imports/{job.id}"})
-    await _run(call, job, importer, body, credentials)
-    if job.failure is not None:
-        failure = job.failure
+        return render(_view(job), 202, location)
+    failure = await _run(call, store, job, targets, importer, body, credentials)
+    if failure is not None:
         raise ApiError(failure.status, "Import failed", str(failure), failure.code, {"import_id": job.id})
-    return render(job.view(), 201, {"Location": f"/api/v1/imports/{job.id}"})
+    finished = await store.get(job.id)
+    assert finished is not None
+    return render(_view(finished), 201, location)
 
 
 _ID = re.compile(r"^[0-9a-f]{32}$")
@@ -233,10 +314,16 @@ _ID = re.compile(r"^[0-9a-f]{32}$")
 
 async def get_import(call: Call) -> web.Response:
     job_id = call.request.match_info["id"]
-    job = _JOBS.get(job_id) if _ID.fullmatch(job_id) else None
+    job = await _store(call).get(job_id) if _ID.fullmatch(job_id) else None
     if job is None or (job.requested_by != call.actor and not call.caller.admin):
-        raise ApiError(404, "Not found", f"no import {job_id[:40]!r} in this worker", "NOT_FOUND")
-    return render(job.view())
+        raise ApiError(404, "Not found", f"no import {job_id[:40]!r}", "NOT_FOUND")
+    return render(_view(job))
+
+
+async def list_imports(call: Call) -> web.Response:
+    q: ImportListQuery = call.query
+    jobs = await _store(call).list_recent(None if call.caller.admin else call.actor, q.limit)
+    return render([_view(j) for j in jobs])
 
 
 OPERATIONS = [
@@ -255,8 +342,16 @@ OPERATIONS = [
         "unless everything was copied.",
     ),
     Operation(
-        "GET", "/imports/{id}", get_import, "getImport", "An import's state (from the worker that runs it)", "imports",
-        response=ImportJob, access="authenticated",
+        "GET", "/imports", list_imports, "listImports", "Recent imports, newest first (an admin's: everybody's)",
+        "imports", query=ImportListQuery, response=list[ImportJob], access="authenticated",
+        description="Non-admins see the imports they started; admins see all. Finished jobs are kept for 30 days, "
+        "1000 at most.",
+    ),
+    Operation(
+        "GET", "/imports/{id}", get_import, "getImport", "An import's state, bytes and blobs done, and why it failed",
+        "imports", response=ImportJob, access="authenticated",
         path_params={"id": {"type": "string", "pattern": "^[0-9a-f]{32}$"}},
+        description="Any worker answers. A running job whose worker stopped (no heartbeat for 60 s) is reported as "
+        "failed, error_code INTERRUPTED. Non-admins see only their own imports (404 otherwise).",
     ),
 ]
