@@ -53,12 +53,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import json
 import os
-import platform
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -70,17 +67,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+from common import (
+    DOCKER_REGISTRY, OCI_MANIFEST, RESULTS, SKOPEO, BenchError, CpuMeter, Deadline, MiB, exit_on_sigterm,
+    file_sha256, fmt, kill_process, logger, machine_info, merge_results, missing_tools, payload_head,
+    print_log_tail, print_table, push_random_image, put_manifest, remove_tmp, settle, sha256, skopeo_copy, spread,
+    start_watchdog, stop_servers, stop_watchdog, tool_version,
+)
 
-MiB = 1 << 20
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 ACCEPT = f"{OCI_MANIFEST}, {DOCKER_MANIFEST}"  # what pulling clients send (and more)
-SKOPEO = shutil.which("skopeo") or "/usr/bin/skopeo"
-DOCKER_REGISTRY = shutil.which("docker-registry") or "/usr/bin/docker-registry"
 LAYERS = 5
 PARALLEL = 5  # blobs a client fetches at once
 CONCURRENT = 20  # cold pulls at once, for the upstream-GET count
@@ -91,16 +86,11 @@ BLOB_PATH = re.compile(r"^/v2/(?P<repo>.+)/blobs/(?P<digest>[a-z0-9]+:[a-f0-9]+)
 MANIFEST_PATH = re.compile(r"^/v2/(?P<repo>.+)/manifests/(?P<ref>[^/]+)$")
 
 
-class BenchError(RuntimeError):
-    pass
-
-
 class WrongBytes(BenchError):
     """A pull returned bytes that do not match their digest: always fatal."""
 
 
-def log(message: str) -> None:
-    print(f"[bench cache {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+log = logger("bench cache")
 
 
 # ---------------------------------------------------------------- counting reverse proxy (its own process)
@@ -246,44 +236,11 @@ class Image:
         return sum(size for _, size in self.blobs)
 
 
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
 def push_image(http: Any, upstream: str, repo: str, tag: str, layer_size: int) -> Image:
     """Random layers (incompressible) and a small config, pushed with POST + PUT ?digest=, then the OCI manifest by tag."""
-    kind, config_type, layer_type = OCI_MANIFEST, OCI_CONFIG, OCI_LAYER
-
-    def push(data: bytes) -> str:
-        digest = sha256(data)
-        r = http.post(f"{upstream}/v2/{repo}/blobs/uploads/", timeout=30)
-        if r.status_code != 202:
-            raise BenchError(f"upstream: opening an upload gave HTTP {r.status_code}: {r.text[:200]}")
-        location = r.headers["Location"]
-        location = location if location.startswith("http") else upstream + location
-        r = http.put(f"{location}{'&' if '?' in location else '?'}digest={digest}", data=data,
-                     headers={"Content-Type": "application/octet-stream"}, timeout=60)
-        if r.status_code != 201:
-            raise BenchError(f"upstream: finishing an upload gave HTTP {r.status_code}: {r.text[:200]}")
-        return digest
-
-    layers = []
-    for _ in range(LAYERS):
-        data = os.urandom(layer_size)
-        layers.append((push(data), len(data)))
-        del data
-    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/sh"]},
-                         "rootfs": {"type": "layers", "diff_ids": [d for d, _ in layers]}}).encode()
-    config_digest = push(config)
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": kind,
-        "config": {"mediaType": config_type, "digest": config_digest, "size": len(config)},
-        "layers": [{"mediaType": layer_type, "digest": d, "size": s} for d, s in layers],
-    }, indent=2).encode()
-    r = http.put(f"{upstream}/v2/{repo}/manifests/{tag}", data=manifest, headers={"Content-Type": kind}, timeout=30)
-    if r.status_code != 201:
-        raise BenchError(f"upstream: manifest PUT gave HTTP {r.status_code}: {r.text[:200]}")
-    return Image(repo, tag, manifest, sha256(manifest), ((config_digest, len(config)), *layers))
+    manifest, config, layers = push_random_image(http, upstream, repo, LAYERS, layer_size, "upstream", (30, 60))
+    put_manifest(http, upstream, repo, tag, manifest, OCI_MANIFEST, "upstream")
+    return Image(repo, tag, manifest, sha256(manifest), (config, *layers))
 
 
 # ---------------------------------------------------------------- clients
@@ -393,28 +350,17 @@ def pull_many(place: Place, image: Image, count: int) -> tuple[float, list[str]]
 def pull_skopeo(place: Place, image: Image, out: Path) -> float:
     """``skopeo copy docker://… dir:out`` (timed), then every file checked against its digest (not timed)."""
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [SKOPEO, "copy", "--quiet", "--src-tls-verify=false"]
+    cmd = ["--quiet", "--src-tls-verify=false"]
     if place.token:
         cmd += ["--src-registry-token", place.token([place.repo(image)])]
     cmd += [f"docker://{place.host}/{place.repo(image)}:{image.tag}", f"dir:{out}"]
-    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-    t0 = time.perf_counter()
-    try:
-        p = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=PULL_TIMEOUT, env=env)
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"{place.label}: skopeo copy did not finish in {PULL_TIMEOUT:.0f} s") from None
-    wall = time.perf_counter() - t0
-    if p.returncode != 0:
-        raise BenchError(f"{place.label}: skopeo copy failed ({p.returncode}): {p.stderr.strip()[-500:]}")
+    wall, _ = skopeo_copy(cmd, PULL_TIMEOUT, f"{place.label}: ")
     check_manifest(place, image, (out / "manifest.json").read_bytes())
     for digest, size in image.blobs:
         path = out / digest.split(":", 1)[1]
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            while chunk := f.read(4 * MiB):
-                h.update(chunk)
-        if "sha256:" + h.hexdigest() != digest or path.stat().st_size != size:
-            raise WrongBytes(f"{place.label}: skopeo wrote {path.stat().st_size} bytes hashing to sha256:{h.hexdigest()} "
+        got = file_sha256(path)
+        if got != digest or path.stat().st_size != size:
+            raise WrongBytes(f"{place.label}: skopeo wrote {path.stat().st_size} bytes hashing to {got} "
                              f"for {digest} ({size} bytes): WRONG BYTES")
     shutil.rmtree(out, ignore_errors=True)
     return wall
@@ -454,16 +400,6 @@ def prime_rules(url: str, prefix: str, token: str) -> None:
     raise BenchError(f"cargohold: {prefix}/* is still not routed to the upstream by every worker: {answers[:2]}")
 
 
-def settle() -> None:
-    """Write back dirty pages (the previous pull's writes, a push) so that they are not the next pull's I/O."""
-    os.sync()
-    time.sleep(0.1)
-
-
-def spread(values: list[float]) -> dict[str, Any]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "rounds": values}
-
-
 def wait_quiet(counter_url: str, http: Any, timeout: float = 30) -> dict[str, Any]:
     """The counter's figures once no request is in flight and none came for 1 s (a proxy may still be filling)."""
     deadline = time.monotonic() + timeout
@@ -474,35 +410,6 @@ def wait_quiet(counter_url: str, http: Any, timeout: float = 30) -> dict[str, An
         if time.monotonic() > deadline:
             raise BenchError(f"the counting proxy still had {counts['active']} requests in flight after {timeout:.0f} s")
         time.sleep(0.2)
-
-
-class CpuMeter:
-    """CPU seconds of a process tree between entry and exit (diagnostics: where the time goes)."""
-
-    def __init__(self, pid: int) -> None:
-        import psutil
-
-        self.root = psutil.Process(pid)
-        self.seconds = 0.0
-
-    def _now(self) -> float:
-        import psutil
-
-        total = 0.0
-        for p in [self.root, *self.root.children(recursive=True)]:
-            try:
-                t = p.cpu_times()
-            except psutil.NoSuchProcess:
-                continue
-            total += t.user + t.system
-        return total
-
-    def __enter__(self) -> CpuMeter:
-        self._start = self._now()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.seconds = self._now() - self._start
 
 
 # ---------------------------------------------------------------- report
@@ -522,28 +429,13 @@ class Row:
     ratio_spread: str = ""
 
 
-def fmt(value: float) -> str:
-    if value >= 100:
-        return f"{value:,.0f}"
-    if value >= 10:
-        return f"{value:.1f}"
-    return f"{value:.3f}" if value < 1 else f"{value:.2f}"
-
-
-def print_table(rows: list[Row]) -> None:
+def print_rows(rows: list[Row]) -> None:
     header = ("figure", "unit", "cargohold", "peer", "peer is", "ratio", "ratio range", "target", "result")
-    table = [header] + [
+    print_table(header, [
         (r.figure, r.unit, fmt(r.ours) + (f" ({r.ours_spread})" if r.ours_spread else ""), fmt(r.peer), r.peer_label,
          f"{r.ratio:.2f}×", r.ratio_spread, r.target, "-" if r.verdict is None else ("met" if r.verdict else "NOT MET"))
         for r in rows
-    ]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    right = {2, 3, 5}
-    for n, row in enumerate(table):
-        print("  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip())
-        if n == 0:
-            print("  ".join("-" * w for w in widths))
-    sys.stdout.flush()
+    ], right={2, 3, 5})
 
 
 def paired(ours: list[float], peer: list[float]) -> tuple[float, str]:
@@ -573,7 +465,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--throttle-mbps", type=float, default=1000,
                    help="rate of the throttled upstream link in Mbit/s, for the throttled cold pull (default 1000)")
     p.add_argument("--deadline", type=float, default=240, help="abort the run after this many seconds (default 240)")
-    p.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "latest.json",
+    p.add_argument("--output", type=Path, default=RESULTS,
                    help="JSON results file; the figures go under its \"cache\" key, other keys are kept")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (servers' data and logs)")
     p.add_argument("--counting-proxy", nargs=2, metavar=("PORT", "UPSTREAM"), help=argparse.SUPPRESS)
@@ -588,31 +480,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-class Deadline(BaseException):
-    """Raised by the watchdog (SIGALRM): not an Exception, so that no handler swallows it."""
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.counting_proxy:
         counting_proxy(int(args.counting_proxy[0]), args.counting_proxy[1], args.rate)
         return 0
     clients = ["aiohttp"] if args.no_skopeo else ["aiohttp", "skopeo"]
-    for tool in (DOCKER_REGISTRY, *([SKOPEO] if "skopeo" in clients else [])):
-        if not Path(tool).exists():
-            print(f"bench cache: {tool} is missing; `make system-deps` installs it", file=sys.stderr)
-            return 2
+    if missing_tools("bench cache", (DOCKER_REGISTRY, *([SKOPEO] if "skopeo" in clients else []))):
+        return 2
 
     import psutil
     import requests
     from servers import DockerRegistry, Server
 
-    def on_alarm(*_: object) -> None:
-        raise Deadline(f"the cache bench did not finish in {args.deadline:.0f} s")
-
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` stops the servers
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(int(args.deadline))
+    exit_on_sigterm()
+    start_watchdog(args.deadline, "cache bench")
     tmp = Path(tempfile.mkdtemp(prefix="cargohold-bench-cache-"))
     layer_size = args.layer_mib * MiB
     started = time.monotonic()
@@ -678,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
         def timed(client: str, key: str, place: Place, image: Image) -> Image:
             """One timed pull (two on an HTTP error); the image pulled (a fresh one when a cold pull had to be redone)."""
             for attempt in (1, 2):
-                settle()
+                settle(0.1)
                 with CpuMeter(cargohold.proc.pid) as ch_cpu, CpuMeter(upstream.proc.pid) as up_cpu:  # type: ignore[union-attr]
                     try:
                         if client == "skopeo":
@@ -718,7 +600,7 @@ def main(argv: list[str] | None = None) -> int:
         concurrency: dict[str, Any] = {}
         for place, key in ((counted, "cargohold"), (dr_counted, "proxy")):
             before = wait_quiet(counter_url, http)
-            settle()
+            settle(0.1)
             log(f"{args.concurrent} concurrent cold pulls of {image.repo}:{image.tag} through {place.label}")
             wall, failures = pull_many(place, image, args.concurrent)
             after = wait_quiet(counter_url, http)
@@ -801,7 +683,7 @@ def main(argv: list[str] | None = None) -> int:
               f"the upstream docker-registry directly and through docker-registry in proxy mode; {LAYERS} random layers of "
               f"{args.layer_mib} MiB, loopback, {os.cpu_count()} CPUs; median of {args.rounds} rounds (range in "
               f"parentheses), ratio = median of the per-round ratios")
-        print_table(rows)
+        print_rows(rows)
         judged = [r for r in rows if r.verdict is not None]
         print(f"{sum(bool(r.verdict) for r in judged)} met, {sum(not r.verdict for r in judged)} not met; "
               f"CPU {busy_before:.0f}% busy before the run, {busy_after:.0f}% after")
@@ -819,17 +701,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"warning: {e['client']} {e['pull']} of {e['image']} failed once (pulled again): {e['error'][:300]}")
 
         payload = {
-            "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "elapsed_s": time.monotonic() - started,
-            "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in ("counting_proxy", "rate")},
+            **payload_head(started, args, exclude=("counting_proxy", "rate")),
             "conditions": f"cargohold {args.workers} workers, auth on, Bearer pull token fetched before each pull; "
                           "upstream and docker-registry proxies without auth; loopback",
-            "machine": {"cpus": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version(),
-                        "cpu_busy_percent_before": busy_before, "cpu_busy_percent_after": busy_after},
+            "machine": machine_info(cpu_busy_percent_before=busy_before, cpu_busy_percent_after=busy_after),
             "versions": {
-                "docker-registry": subprocess.run([DOCKER_REGISTRY, "--version"], check=False, capture_output=True, text=True).stdout.strip(),
-                "skopeo": subprocess.run([SKOPEO, "--version"], check=False, capture_output=True, text=True).stdout.strip()
-                if "skopeo" in clients else None,
+                "docker-registry": tool_version(DOCKER_REGISTRY),
+                "skopeo": tool_version(SKOPEO) if "skopeo" in clients else None,
             },
             "figures": [
                 {"figure": r.figure.strip(), "unit": r.unit, "cargohold": r.ours, "peer": r.peer, "peer_is": r.peer_label,
@@ -843,40 +721,20 @@ def main(argv: list[str] | None = None) -> int:
             "throttled": throttled,
             "failed_pulls_retried": errors,
         }
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            merged = json.loads(args.output.read_text())
-            if not isinstance(merged, dict):
-                merged = {}
-        except (FileNotFoundError, ValueError):
-            merged = {}
-        merged["cache"] = payload
-        tmp_out = args.output.with_name(args.output.name + ".tmp")
-        tmp_out.write_text(json.dumps(merged, indent=2) + "\n")
-        os.replace(tmp_out, args.output)
+        merge_results(args.output, "cache", payload)
         log(f"results merged into {args.output} under \"cache\" ({time.monotonic() - started:.0f} s in all)")
         return 0
     except (BenchError, Deadline) as exc:
         print(f"bench cache: {exc}", file=sys.stderr)
-        if cargohold is not None and cargohold.log().strip():
-            print(f"--- cargohold log (last lines) ---\n{cargohold.log()[-3000:]}", file=sys.stderr)
+        if cargohold is not None:
+            print_log_tail("cargohold", cargohold.log())
         return 1
     finally:
-        signal.alarm(0)
+        stop_watchdog()
         for helper in helpers:
-            if helper.poll() is None:
-                helper.kill()
-                helper.wait()
-        for server in (cargohold, *proxies, upstream):
-            if server is not None:
-                try:
-                    server.stop()
-                except Exception as exc:  # keep stopping the others
-                    print(f"bench cache: stopping a server failed: {exc}", file=sys.stderr)
-        if args.keep:
-            log(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+            kill_process(helper)
+        stop_servers("bench cache", (cargohold, *proxies, upstream))
+        remove_tmp(tmp, args.keep, log)
 
 
 if __name__ == "__main__":

@@ -47,32 +47,25 @@ Usage: ``.venv/bin/python bench/imports.py [--rounds 5] [--layer-mib 10] [--work
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
-import platform
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+from common import (
+    DOCKER_REGISTRY, OCI_INDEX, OCI_MANIFEST, RESULTS, SKOPEO, BenchError, Deadline, MiB, RssSampler,
+    exit_on_sigterm, file_sha256, fmt, logger, machine_info, merge_results, missing_tools, payload_head,
+    print_log_tail, print_table, process_role, process_tree, push_random_image, put_manifest, remove_tmp, settle,
+    sha256, skopeo_copy, spread, start_watchdog, stop_servers, stop_watchdog, tool_version, tree_cpu_times,
+    wait_listening,
+)
 
-MiB = 1 << 20
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
-SKOPEO = shutil.which("skopeo") or "/usr/bin/skopeo"
-DOCKER_REGISTRY = shutil.which("docker-registry") or "/usr/bin/docker-registry"
 PLATFORMS = (("linux", "amd64"), ("linux", "arm64"))
 LAYERS = 5
 SOURCE_REPO = "bench/multiarch"
@@ -81,21 +74,7 @@ TIME_TARGET = 1.2  # cargohold's import time ≤ 1.2× skopeo copy --all's
 RSS_TARGET_MIB = 150
 COPY_TIMEOUT = 300.0
 
-
-class BenchError(RuntimeError):
-    pass
-
-
-class Deadline(BaseException):
-    """Raised by the watchdog (SIGALRM): not an Exception, so that no handler swallows it."""
-
-
-def log(message: str) -> None:
-    print(f"[bench imports {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+log = logger("bench imports")
 
 
 # ---------------------------------------------------------------- the source image
@@ -118,48 +97,20 @@ class Source:
 def push_source(http: Any, url: str, layer_size: int) -> Source:
     """The multi-arch image pushed into the docker-registry at ``url``: blobs (POST + PUT ?digest=), the
     platform manifests by digest, then the index by tag."""
-
-    def push_blob(data: bytes) -> str:
-        digest = sha256(data)
-        r = http.post(f"{url}/v2/{SOURCE_REPO}/blobs/uploads/", timeout=30)
-        if r.status_code != 202:
-            raise BenchError(f"source: opening an upload gave HTTP {r.status_code}: {r.text[:200]}")
-        location = r.headers["Location"]
-        location = location if location.startswith("http") else url + location
-        r = http.put(f"{location}{'&' if '?' in location else '?'}digest={digest}", data=data,
-                     headers={"Content-Type": "application/octet-stream"}, timeout=120)
-        if r.status_code != 201:
-            raise BenchError(f"source: finishing an upload gave HTTP {r.status_code}: {r.text[:200]}")
-        return digest
-
-    def push_manifest(body: bytes, reference: str, media_type: str) -> None:
-        r = http.put(f"{url}/v2/{SOURCE_REPO}/manifests/{reference}", data=body, headers={"Content-Type": media_type},
-                     timeout=30)
-        if r.status_code != 201:
-            raise BenchError(f"source: manifest PUT gave HTTP {r.status_code}: {r.text[:200]}")
-
     blobs: dict[str, int] = {}
     children: dict[str, bytes] = {}
     entries = []
     for os_name, arch in PLATFORMS:
-        layers = []
-        for _ in range(LAYERS):
-            data = os.urandom(layer_size)
-            layers.append({"mediaType": OCI_LAYER, "digest": push_blob(data), "size": len(data)})
-            blobs[layers[-1]["digest"]] = len(data)
-            del data
-        config = json.dumps({"architecture": arch, "os": os_name, "config": {"Cmd": ["/bin/sh"]},
-                             "rootfs": {"type": "layers", "diff_ids": [d["digest"] for d in layers]}}).encode()
-        blobs[push_blob(config)] = len(config)
-        body = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-                           "config": {"mediaType": OCI_CONFIG, "digest": sha256(config), "size": len(config)},
-                           "layers": layers}, indent=2).encode()
-        push_manifest(body, sha256(body), OCI_MANIFEST)
+        body, config, layers = push_random_image(http, url, SOURCE_REPO, LAYERS, layer_size, "source", (30, 120),
+                                                 os_name=os_name, arch=arch)
+        blobs.update(layers)
+        blobs[config[0]] = config[1]
+        put_manifest(http, url, SOURCE_REPO, sha256(body), body, OCI_MANIFEST, "source")
         children[sha256(body)] = body
         entries.append({"mediaType": OCI_MANIFEST, "digest": sha256(body), "size": len(body),
                         "platform": {"os": os_name, "architecture": arch}})
     index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}, indent=2).encode()
-    push_manifest(index, TAG, OCI_INDEX)
+    put_manifest(http, url, SOURCE_REPO, TAG, index, OCI_INDEX, "source")
     return Source(sha256(index), len(index), children, blobs)
 
 
@@ -198,38 +149,13 @@ def check_cargohold_files(data_dir: Path, source: Source) -> None:
             if not found:
                 raise BenchError(f"cargohold: blob {blob} is not in {data_dir / 'blobs'}")
             path = found[0]
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            while chunk := f.read(4 * MiB):
-                h.update(chunk)
-        if "sha256:" + h.hexdigest() != blob or path.stat().st_size != size:
-            raise BenchError(f"cargohold: {path} holds {path.stat().st_size} bytes hashing to sha256:{h.hexdigest()}, "
+        digest = file_sha256(path)
+        if digest != blob or path.stat().st_size != size:
+            raise BenchError(f"cargohold: {path} holds {path.stat().st_size} bytes hashing to {digest}, "
                              f"not {blob} ({size} bytes): WRONG BYTES")
 
 
 # ---------------------------------------------------------------- measurement helpers
-
-
-def tree(pid: int) -> list[Any]:
-    import psutil
-
-    try:
-        root = psutil.Process(pid)
-        return [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
-
-
-def role(proc: Any, root_pid: int) -> str:
-    if proc.pid == root_pid:
-        return "main"
-    try:
-        cmdline = " ".join(proc.cmdline())
-    except Exception:
-        return "gone"
-    if "resource_tracker" in cmdline:
-        return "resource tracker"
-    return "worker" if "multiprocessing" in cmdline else Path(proc.name()).name
 
 
 def status_kib(pid: int, field: str) -> int:
@@ -253,73 +179,8 @@ def reset_peaks(pids: list[int]) -> None:
 
 
 def cpu_seconds(pid: int) -> dict[int, float]:
-    out: dict[int, float] = {}
-    for p in tree(pid):
-        try:
-            t = p.cpu_times()
-        except Exception:
-            continue
-        out[p.pid] = t.user + t.system
-    return out
-
-
-class RssSampler(threading.Thread):
-    """The summed RSS of a process tree, sampled every ``interval`` seconds; keeps the peak."""
-
-    def __init__(self, pid: int, interval: float = 0.05) -> None:
-        super().__init__(daemon=True)
-        self.pid, self.interval = pid, interval
-        self.peak = 0
-        self._stop_event = threading.Event()
-
-    def run(self) -> None:
-        while not self._stop_event.is_set():
-            total = 0
-            for p in tree(self.pid):
-                try:
-                    total += p.memory_info().rss
-                except Exception:
-                    continue
-            self.peak = max(self.peak, total)
-            self._stop_event.wait(self.interval)
-
-    def __enter__(self) -> RssSampler:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop_event.set()
-        self.join()
-
-
-def settle() -> None:
-    """Write back dirty pages (the previous round's writes) so that they are not this round's I/O."""
-    os.sync()
-    time.sleep(0.2)
-
-
-def wait_listening(pid: int, port: int, count: int, timeout: float = 60) -> None:
-    """Until ``count`` processes of the tree listen on ``port`` (``Server.start`` returns after the first)."""
-    import psutil
-
-    deadline = time.monotonic() + timeout
-    while True:
-        listening = 0
-        for p in tree(pid):
-            try:
-                conns = p.net_connections(kind="tcp")
-            except psutil.Error:
-                continue
-            listening += any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in conns)
-        if listening >= count:
-            return
-        if time.monotonic() > deadline:
-            raise BenchError(f"cargohold: only {listening} of {count} processes listen on port {port}")
-        time.sleep(0.1)
-
-
-def spread(values: list[float]) -> dict[str, Any]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "rounds": values}
+    """CPU seconds (user + system) of every process of the tree, by pid: the importing worker is the one that used most."""
+    return {p: user + system for p, (user, system) in tree_cpu_times(pid).items()}
 
 
 # ---------------------------------------------------------------- one copy each
@@ -327,18 +188,9 @@ def spread(values: list[float]) -> dict[str, Any]:
 
 def copy_skopeo(source_host: str, target_host: str) -> tuple[float, str]:
     """``skopeo copy --all`` from the source to the target registry (plain http both); wall seconds, stderr."""
-    cmd = [SKOPEO, "copy", "--all", "--preserve-digests", "--quiet", "--src-tls-verify=false", "--dest-tls-verify=false",
-           f"docker://{source_host}/{SOURCE_REPO}:{TAG}", f"docker://{target_host}/{SOURCE_REPO}:{TAG}"]
-    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-    t0 = time.perf_counter()
-    try:
-        p = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=COPY_TIMEOUT, env=env)
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"skopeo copy did not finish in {COPY_TIMEOUT:.0f} s") from None
-    wall = time.perf_counter() - t0
-    if p.returncode != 0:
-        raise BenchError(f"skopeo copy failed ({p.returncode}): {p.stderr.strip()[-800:]}")
-    return wall, p.stderr
+    return skopeo_copy(["--all", "--preserve-digests", "--quiet", "--src-tls-verify=false", "--dest-tls-verify=false",
+                        f"docker://{source_host}/{SOURCE_REPO}:{TAG}", f"docker://{target_host}/{SOURCE_REPO}:{TAG}"],
+                       COPY_TIMEOUT, "")
 
 
 def make_robot(http: Any, url: str, admin: tuple[str, str]) -> tuple[str, str]:
@@ -383,30 +235,13 @@ class Row:
     detail: str = ""
 
 
-def fmt(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if value >= 100:
-        return f"{value:,.0f}"
-    if value >= 10:
-        return f"{value:.1f}"
-    return f"{value:.3f}" if value < 1 else f"{value:.2f}"
-
-
-def print_table(rows: list[Row]) -> None:
+def print_rows(rows: list[Row]) -> None:
     header = ("figure", "unit", "cargohold", "skopeo", "ratio", "range", "target", "result")
-    table = [header] + [
+    print_table(header, [
         (r.figure, r.unit, fmt(r.ours), fmt(r.peer), "-" if r.ratio is None else f"{r.ratio:.2f}×", r.detail, r.target,
          "-" if r.verdict is None else ("met" if r.verdict else "NOT MET"))
         for r in rows
-    ]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    right = {2, 3, 4}
-    for n, row in enumerate(table):
-        print("  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip())
-        if n == 0:
-            print("  ".join("-" * w for w in widths))
-    sys.stdout.flush()
+    ], right={2, 3, 4})
 
 
 # ---------------------------------------------------------------- main
@@ -420,7 +255,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2, help="cargohold worker processes (default 2, the server's default)")
     p.add_argument("--quick", action="store_true", help="smoke run: small layers, 2 rounds")
     p.add_argument("--deadline", type=float, default=300, help="abort the run after this many seconds (default 300)")
-    p.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "latest.json",
+    p.add_argument("--output", type=Path, default=RESULTS,
                    help="JSON results file; the figures go under its \"imports\" key, other keys are kept")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (servers' data and logs)")
     args = p.parse_args(argv)
@@ -435,21 +270,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    for tool in (DOCKER_REGISTRY, SKOPEO):
-        if not Path(tool).exists():
-            print(f"bench imports: {tool} is missing; `make system-deps` installs it", file=sys.stderr)
-            return 2
+    if missing_tools("bench imports", (DOCKER_REGISTRY, SKOPEO)):
+        return 2
 
     import psutil
     import requests
     from servers import DockerRegistry, Server
 
-    def on_alarm(*_: object) -> None:
-        raise Deadline(f"the import bench did not finish in {args.deadline:.0f} s")
-
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` stops the servers
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(int(args.deadline))
+    exit_on_sigterm()
+    start_watchdog(args.deadline, "import bench")
     tmp = Path(tempfile.mkdtemp(prefix="cargohold-bench-imports-"))
     layer_size = args.layer_mib * MiB
     started = time.monotonic()
@@ -510,8 +339,8 @@ def main(argv: list[str] | None = None) -> int:
                 assert server.proc is not None
                 robot = make_robot(http, server.url, ("admin", server.admin_password))
                 for attempt in range(3):
-                    wait_listening(server.proc.pid, server.port, args.workers)
-                    workers_before = {p.pid for p in tree(server.proc.pid)}
+                    wait_listening(server.proc.pid, server.port, args.workers, "cargohold")
+                    workers_before = {p.pid for p in process_tree(server.proc.pid)}
                     # Warm every worker (credential cache, first-request imports): the request under the clock
                     # is the import, nothing else.
                     for _ in range(4 * args.workers):
@@ -519,17 +348,17 @@ def main(argv: list[str] | None = None) -> int:
                             one.trust_env = False
                             one.get(f"{server.url}/api/v1/me", auth=robot, timeout=30, headers={"Connection": "close"})
                     settle()
-                    if {p.pid for p in tree(server.proc.pid)} == workers_before and "exited with" not in server.log():
+                    if {p.pid for p in process_tree(server.proc.pid)} == workers_before and "exited with" not in server.log():
                         break
                     # A worker died and was restarted while starting: measure on settled workers, and say so.
                     restarts.append({"round": n + 1, "log": [line for line in server.log().splitlines() if "exited with" in line][-3:]})
                     log(f"  round {n + 1}: a cargohold worker was restarted before the import; waiting for it")
                 else:
                     raise BenchError("cargohold: workers keep dying at start-up; see the log")
-                procs = tree(server.proc.pid)
+                procs = process_tree(server.proc.pid)
                 deaths = server.log().count("exited with")
                 pids = [p.pid for p in procs]
-                roles = {p.pid: role(p, server.proc.pid) for p in procs}
+                roles = {p.pid: process_role(p, server.proc.pid) for p in procs}
                 before_rss = {pid: status_kib(pid, "VmRSS") for pid in pids}
                 reset_peaks(pids)
                 src0, own0 = cpu_seconds(source_registry.proc.pid), cpu_seconds(server.proc.pid)  # type: ignore[union-attr]
@@ -537,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
                     wall, job = import_cargohold(http, server.url, robot, source_registry.host)  # type: ignore[union-attr]
                 src1, own1 = cpu_seconds(source_registry.proc.pid), cpu_seconds(server.proc.pid)  # type: ignore[union-attr]
                 peaks = {pid: status_kib(pid, "VmHWM") for pid in pids}
-                if set(tree(server.proc.pid)) != set(procs) or server.log().count("exited with") != deaths:
+                if set(process_tree(server.proc.pid)) != set(procs) or server.log().count("exited with") != deaths:
                     raise BenchError("cargohold: a worker died during the import; see the log")
                 if job.get("source_digest") != source.index_digest or job.get("state") != "succeeded":
                     raise BenchError(f"cargohold: the import answered {job}")
@@ -596,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
               f"skopeo copy --all, both from one docker-registry into a fresh, empty target (cargohold / docker-registry) "
               f"per round; loopback, {os.cpu_count()} CPUs; median of {args.rounds} rounds, alternating order; ratio = "
               "median cargohold time / median skopeo time (range: per-round ratios)")
-        print_table(rows)
+        print_rows(rows)
         judged = [r for r in rows if r.verdict is not None]
         print(f"{sum(bool(r.verdict) for r in judged)} met, {sum(not r.verdict for r in judged)} not met; "
               f"CPU {busy_before:.0f}% busy before the run, {busy_after:.0f}% after")
@@ -607,19 +436,16 @@ def main(argv: list[str] | None = None) -> int:
                   f"measurement): {' | '.join(r['log'])[:300]}")
 
         payload = {
-            "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "elapsed_s": time.monotonic() - started,
-            "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            **payload_head(started, args),
             "conditions": f"source: docker-registry, no auth, loopback; peer: skopeo copy --all into a fresh docker-registry; "
                           f"cargohold: fresh server per round ({args.workers} workers, auth on, SQLite), POST /api/v1/imports "
                           "wait=true with a robot token's Basic credentials (no argon2 check); every target empty; sync before each copy",
             "image": {"index_digest": source.index_digest, "platforms": [f"{o}/{a}" for o, a in PLATFORMS],
                       "layers_per_platform": LAYERS, "layer_bytes": layer_size, "total_bytes": source.total},
-            "machine": {"cpus": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version(),
-                        "cpu_busy_percent_before": busy_before, "cpu_busy_percent_after": busy_after},
+            "machine": machine_info(cpu_busy_percent_before=busy_before, cpu_busy_percent_after=busy_after),
             "versions": {
-                "docker-registry": subprocess.run([DOCKER_REGISTRY, "--version"], check=False, capture_output=True, text=True).stdout.strip(),
-                "skopeo": subprocess.run([SKOPEO, "--version"], check=False, capture_output=True, text=True).stdout.strip(),
+                "docker-registry": tool_version(DOCKER_REGISTRY),
+                "skopeo": tool_version(SKOPEO),
             },
             "figures": [
                 {"figure": r.figure.strip(), "unit": r.unit, "cargohold": r.ours, "peer": r.peer,
@@ -637,36 +463,18 @@ def main(argv: list[str] | None = None) -> int:
             "cargohold_fetched_bytes": fetched,
             "cargohold_worker_restarts_before_measuring": restarts,
         }
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            merged = json.loads(args.output.read_text())
-            if not isinstance(merged, dict):
-                merged = {}
-        except (FileNotFoundError, ValueError):
-            merged = {}
-        merged["imports"] = payload
-        tmp_out = args.output.with_name(args.output.name + ".tmp")
-        tmp_out.write_text(json.dumps(merged, indent=2) + "\n")
-        os.replace(tmp_out, args.output)
+        merge_results(args.output, "imports", payload)
         log(f"results merged into {args.output} under \"imports\" ({time.monotonic() - started:.0f} s in all)")
         return 0
     except (BenchError, Deadline) as exc:
         print(f"bench imports: {exc}", file=sys.stderr)
-        if last_cargohold is not None and last_cargohold.log().strip():
-            print(f"--- cargohold log (last lines) ---\n{last_cargohold.log()[-3000:]}", file=sys.stderr)
+        if last_cargohold is not None:
+            print_log_tail("cargohold", last_cargohold.log())
         return 1
     finally:
-        signal.alarm(0)
-        for server in [*running, source_registry]:
-            if server is not None:
-                try:
-                    server.stop()
-                except Exception as exc:  # keep stopping the others
-                    print(f"bench imports: stopping a server failed: {exc}", file=sys.stderr)
-        if args.keep:
-            log(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        stop_watchdog()
+        stop_servers("bench imports", [*running, source_registry])
+        remove_tmp(tmp, args.keep, log)
 
 
 if __name__ == "__main__":

@@ -23,10 +23,8 @@ import base64
 import hashlib
 import json
 import os
-import platform
 import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -43,18 +41,16 @@ from urllib.parse import urlencode, urljoin, urlsplit
 
 import psutil
 import requests
+from common import (
+    DOCKER_REGISTRY, OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, RESULTS, ROOT, BenchError, CpuMeter, MiB, RssSampler,
+    exit_on_sigterm, fmt, kill_process, logger, machine_info, missing_tools, payload_head, print_log_tail,
+    print_table, process_role, process_tree, push_blob, put_manifest, remove_tmp, settle, sha256, stop_servers,
+    tool_version, tree_cpu_times, tree_rss, wait_listening, write_json,
+)
+from servers import DockerRegistry, Server, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from servers import DockerRegistry, Server, free_port  # noqa: E402
-
-MiB = 1 << 20
 MB = 1_000_000
 GB = 1_000_000_000
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 CURL = shutil.which("curl") or "/usr/bin/curl"
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
 # What curl prints after each transfer: status, bytes down, bytes up, seconds.
@@ -81,48 +77,26 @@ class Target:
 
     def __post_init__(self) -> None:
         self.http.trust_env = False  # loopback only, never through a proxy
-        self.root = psutil.Process(self.pid)
 
     def processes(self) -> list[psutil.Process]:
         """The server's process and every descendant (cargohold: parent, workers, multiprocessing helper)."""
-        try:
-            return [self.root, *self.root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
+        return process_tree(self.pid)
 
     def role(self, proc: psutil.Process) -> str:
-        if proc.pid == self.pid:
-            return "main"
-        try:
-            cmdline = " ".join(proc.cmdline())
-        except psutil.Error:
-            return "gone"
-        if "resource_tracker" in cmdline:
-            return "multiprocessing resource tracker"
-        return "worker" if "multiprocessing" in cmdline else Path(proc.name()).name
+        return process_role(proc, self.pid, tracker="multiprocessing resource tracker")
 
     def cpu_seconds(self) -> tuple[float, float, set[int]]:
         """utime and stime summed over every live process of the server, and which pids were counted."""
-        user = system = 0.0
-        pids = set()
-        for p in self.processes():
-            try:
-                t = p.cpu_times()
-            except psutil.NoSuchProcess:
-                continue
-            user += t.user
-            system += t.system
-            pids.add(p.pid)
-        return user, system, pids
+        times = tree_cpu_times(self.pid)
+        return sum(u for u, _ in times.values()), sum(s for _, s in times.values()), set(times)
 
     def rss(self) -> tuple[int, dict[int, int]]:
-        per: dict[int, int] = {}
-        for p in self.processes():
-            try:
-                per[p.pid] = p.memory_info().rss
-            except psutil.NoSuchProcess:
-                continue
+        per = tree_rss(self.pid)
         return sum(per.values()), per
+
+    def cpu_meter(self) -> CpuMeter:
+        """A CPU meter over the server's tree that fails if a process comes or goes during the measurement."""
+        return CpuMeter(self.pid, self.label, check_tree=True)
 
     def memory_detail(self) -> list[dict[str, Any]]:
         """RSS, PSS and USS per process (reads smaps: too slow for the 50 ms sampler, fine once)."""
@@ -136,59 +110,7 @@ class Target:
         return out
 
 
-class CpuMeter:
-    """CPU-seconds a server spends between ``with`` entry and exit (fails loudly if a process came or went)."""
-
-    def __init__(self, target: Target) -> None:
-        self.target = target
-        self.seconds = self.user = self.system = 0.0
-
-    def __enter__(self) -> "CpuMeter":
-        self._user, self._system, self._pids = self.target.cpu_seconds()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        user, system, pids = self.target.cpu_seconds()
-        if pids != self._pids and exc[0] is None:
-            raise BenchError(f"{self.target.label}: server processes changed during a CPU measurement: {self._pids} -> {pids}")
-        self.user, self.system = user - self._user, system - self._system
-        self.seconds = self.user + self.system
-
-
-class RssSampler(threading.Thread):
-    """Sum of RSS over the server's process tree, sampled every ``interval`` seconds; keeps the peak."""
-
-    def __init__(self, target: Target, interval: float = 0.05) -> None:
-        super().__init__(daemon=True)
-        self.target, self.interval = target, interval
-        self.peak = 0
-        self.peak_per_process: dict[int, int] = {}
-        self.samples = 0
-        self._stop_event = threading.Event()
-
-    def run(self) -> None:
-        while not self._stop_event.is_set():
-            total, per = self.target.rss()
-            self.samples += 1
-            if total > self.peak:
-                self.peak = total
-                self.peak_per_process = per
-            self._stop_event.wait(self.interval)
-
-    def __enter__(self) -> "RssSampler":
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop_event.set()
-        self.join()
-
-
 # ---------------------------------------------------------------- clients
-
-
-class BenchError(RuntimeError):
-    pass
 
 
 def curl(*args: str, timeout: float) -> list[str]:
@@ -335,22 +257,6 @@ def run_gets(target: Target, repos: list[str], blobs: list[Blob], timeout: float
     return wall
 
 
-def push_small(target: Target, repo: str, data: bytes) -> str:
-    """POST then PUT ?digest= with the body: every registry supports this (setup only, not measured)."""
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    r = target.http.post(f"{target.url}/v2/{repo}/blobs/uploads/", timeout=10)
-    if r.status_code != 202:
-        raise BenchError(f"{target.label}: opening an upload gave HTTP {r.status_code}: {r.text[:200]}")
-    location = urljoin(f"{target.url}/", r.headers["Location"])
-    sep = "&" if urlsplit(location).query else "?"
-    r = target.http.put(
-        f"{location}{sep}{urlencode({'digest': digest})}", data=data, headers={"Content-Type": "application/octet-stream"}, timeout=10
-    )
-    if r.status_code != 201:
-        raise BenchError(f"{target.label}: finishing an upload gave HTTP {r.status_code}: {r.text[:200]}")
-    return digest
-
-
 def make_manifest(target: Target, repo: str, tag: str) -> tuple[str, int]:
     """A realistic ~1.5 KiB OCI image manifest (config + 4 layers + annotations), pushed by tag; (digest, size)."""
     config = json.dumps(
@@ -364,12 +270,12 @@ def make_manifest(target: Target, repo: str, tag: str) -> tuple[str, int]:
     layers = []
     for i in range(4):
         data = f"bench layer {i} ".encode() * 64
-        layers.append({"mediaType": OCI_LAYER, "digest": push_small(target, repo, data), "size": len(data)})
+        layers.append({"mediaType": OCI_LAYER, "digest": push_blob(target.http, target.url, repo, data, target.label), "size": len(data)})
     manifest = json.dumps(
         {
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": OCI_CONFIG, "digest": push_small(target, repo, config), "size": len(config)},
+            "config": {"mediaType": OCI_CONFIG, "digest": push_blob(target.http, target.url, repo, config, target.label), "size": len(config)},
             "layers": layers,
             "annotations": {
                 "org.opencontainers.image.created": "2024-01-01T00:00:00Z",
@@ -379,10 +285,8 @@ def make_manifest(target: Target, repo: str, tag: str) -> tuple[str, int]:
         },
         indent=3,
     ).encode()
-    r = target.http.put(f"{target.url}/v2/{repo}/manifests/{tag}", data=manifest, headers={"Content-Type": OCI_MANIFEST}, timeout=10)
-    if r.status_code != 201:
-        raise BenchError(f"{target.label}: manifest PUT gave HTTP {r.status_code}: {r.text[:200]}")
-    digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    put_manifest(target.http, target.url, repo, tag, manifest, OCI_MANIFEST, target.label, timeout=10)
+    digest = sha256(manifest)
     r = target.http.get(f"{target.url}/v2/{repo}/manifests/{tag}", headers={"Accept": OCI_MANIFEST}, timeout=10)
     if r.status_code != 200 or r.content != manifest:
         raise BenchError(f"{target.label}: manifest GET by tag gave HTTP {r.status_code} and {len(r.content)} bytes")
@@ -410,12 +314,6 @@ def bearer_token(target: Target, repo: str, basic: str) -> str:
 # ---------------------------------------------------------------- measurements
 
 
-def settle() -> None:
-    """Write back dirty pages left by the previous step so that one server's writes are not the next one's I/O."""
-    os.sync()
-    time.sleep(0.2)
-
-
 def transfer_timeout(size: int) -> float:
     return 60 + size / (20 * MB)  # generous: never slower than 20 MB/s on loopback, but bounded
 
@@ -437,7 +335,7 @@ def measure_pushes(target: Target, repo: str, blobs: list[Blob], parallel: bool)
     settle()
     total = sum(b.size for b in blobs)
     timeout = transfer_timeout(total)
-    with CpuMeter(target) as cpu:
+    with target.cpu_meter() as cpu:
         if parallel:
             t0 = time.perf_counter()
             cmds = [push_command(target, f"{repo}/{i}", b, timeout) for i, b in enumerate(blobs)]
@@ -460,7 +358,7 @@ def measure_gets(target: Target, repo_of: Callable[[int], str], blobs: list[Blob
     settle()
     total = sum(b.size for b in blobs)
     timeout = transfer_timeout(total)
-    with CpuMeter(target) as cpu:
+    with target.cpu_meter() as cpu:
         if parallel:
             wall = run_gets(target, [repo_of(i) for i in range(len(blobs))], blobs, timeout)
         else:
@@ -508,7 +406,7 @@ def measure_manifests(
     # then runs one argon2 check per request, stalling it for 1-2 s inside the measurement (p99 1.1 s seen).
     threads = min(connections, max(1, os.cpu_count() or 1))
     subprocess.run([*base, f"-t{threads}", f"-c{connections}", "-d2s", url], capture_output=True, timeout=30, check=True)
-    with CpuMeter(target) as cpu:
+    with target.cpu_meter() as cpu:
         out = subprocess.run(
             [*base, f"-t{threads}", f"-c{connections}", f"-d{duration:.0f}s", url],
             capture_output=True, text=True, timeout=duration + 60, check=True,
@@ -539,7 +437,7 @@ def measure_manifests(
 def measure_memory(target: Target, repo: str, blobs: list[Blob]) -> dict[str, Any]:
     idle, _ = target.rss()
     idle_detail = target.memory_detail()
-    with RssSampler(target) as sampler:
+    with RssSampler(target.pid) as sampler:
         push = measure_pushes(target, repo, blobs, parallel=True)
         pull = measure_gets(target, lambda i: f"{repo}/{i}", blobs, parallel=True)
     roles = {p.pid: target.role(p) for p in target.processes()}
@@ -638,32 +536,16 @@ def reference_cpu(reference: dict[str, Any]) -> float:
     return sum(g["cpu_s"] for g in gets) / (sum(g["bytes"] for g in gets) / GB)
 
 
-def fmt(value: float) -> str:
-    if value >= 100:
-        return f"{value:,.0f}"
-    if value >= 10:
-        return f"{value:.1f}"
-    return f"{value:.3f}" if value < 1 else f"{value:.2f}"
-
-
 MAIN_HEADER = ("figure", "unit", "cargohold", "docker-registry", "ch/dr", "target", "result")
 AUTH_HEADER = ("figure", "unit", "auth on", "auth off", "on/off", "target", "result")
 
 
-def print_table(rows: list[Row], header: tuple[str, ...] = MAIN_HEADER) -> None:
-    table = [header] + [
+def print_rows(rows: list[Row], header: tuple[str, ...] = MAIN_HEADER) -> None:
+    print_table(header, [
         (r.figure, r.unit, fmt(r.cargohold), fmt(r.registry), f"{r.ratio:.2f}×", r.target,
          "-" if r.verdict is None else ("PASS" if r.verdict else "MISS"))
         for r in rows
-    ]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    right = {2, 3, 4}
-    lines = []
-    for n, row in enumerate(table):
-        lines.append("  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip())
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    print("\n".join(lines), flush=True)
+    ], right={2, 3, 4})
 
 
 # ---------------------------------------------------------------- main
@@ -685,28 +567,6 @@ def make_blobs(directory: Path, count: int, size: int) -> list[Blob]:
                 left -= len(data)
         blobs.append(Blob(path, f"sha256:{h.hexdigest()}", size))
     return blobs
-
-
-def wait_listening(target: Target, port: int, count: int, timeout: float = 60) -> None:
-    """Wait until ``count`` processes of the server listen on ``port``.
-
-    ``Server.start`` returns as soon as one worker answers; a worker still starting would leave every
-    connection of the next measurement to the other one (SO_REUSEPORT only spreads over bound sockets).
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        listening = 0
-        for p in target.processes():
-            try:
-                conns = p.net_connections(kind="tcp")
-            except psutil.Error:
-                continue
-            listening += any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in conns)
-        if listening >= count:
-            return
-        if time.monotonic() > deadline:
-            raise BenchError(f"{target.label}: only {listening} of {count} processes listen on port {port} after {timeout:.0f} s")
-        time.sleep(0.1)
 
 
 def machine_busy(seconds: float = 1.0) -> float:
@@ -753,8 +613,7 @@ class Noise:
         return sum(s["foreign_cpu_percent"] * s["seconds"] for s in self.steps) / wall if wall else 0.0
 
 
-def log(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+log = logger("bench")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -765,7 +624,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=None, help="rounds of blob GETs, median reported (default 3; 1 with --quick)")
     p.add_argument("--workers", type=int, default=2, help="cargohold worker processes (default 2, the server's default)")
     p.add_argument("--quick", action="store_true", help="fast smoke run: small blobs, short manifest run")
-    p.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "latest.json", help="JSON results file")
+    p.add_argument("--output", type=Path, default=RESULTS, help="JSON results file")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (server logs, data) for inspection")
     args = p.parse_args(argv)
     if args.blob_mib is None:
@@ -781,11 +640,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    for tool in (CURL, WRK, shutil.which("docker-registry") or "/usr/bin/docker-registry"):
-        if not Path(tool).exists():
-            print(f"bench: {tool} is missing; `make system-deps` installs it", file=sys.stderr)
-            return 2
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` stops the servers
+    if missing_tools("bench", (CURL, WRK, DOCKER_REGISTRY)):
+        return 2
+    exit_on_sigterm()
     size = args.blob_mib * MiB
     tmp = Path(tempfile.mkdtemp(prefix="cargohold-bench-"))
     cargohold: Server | None = None
@@ -805,9 +662,9 @@ def main(argv: list[str] | None = None) -> int:
         cargohold_auth = Server(data_dir=tmp / "cargohold-auth" / "data", workers=args.workers, auth=True).start()
         registry = DockerRegistry(root=tmp / "docker-registry").start()
         assert cargohold.proc is not None and cargohold_auth.proc is not None and registry.proc is not None
-        wait_listening(Target("cargohold", cargohold.url, cargohold.proc.pid, True), cargohold.port, args.workers)
+        wait_listening(cargohold.proc.pid, cargohold.port, args.workers, "cargohold")
         auth_target = Target(AUTH_ON, cargohold_auth.url, cargohold_auth.proc.pid, monolithic_post=True)
-        wait_listening(auth_target, cargohold_auth.port, args.workers)
+        wait_listening(auth_target.pid, cargohold_auth.port, args.workers, auth_target.label)
         basic = basic_authorization("admin", cargohold_auth.admin_password)
         auth_target.http.headers["Authorization"] = basic  # setup requests (pushes) only; wrk gets its own header
         targets = [
@@ -891,7 +748,7 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(f"cargohold ({args.workers} workers) vs docker-registry, {args.blob_mib} MiB blobs, on 127.0.0.1, "
               f"{os.cpu_count()} CPUs; MB = 10^6 bytes, GB = 10^9 bytes")
-        print_table(rows)
+        print_rows(rows)
         seq, par = reference["get_sequential"]["mb_per_s"], reference["get_parallel"]["mb_per_s"]
         print(f"reference, same client and blobs: a bare os.sendfile server (bench/sendfile_server.py) gave {fmt(seq)} MB/s "
               f"sequential, {fmt(par)} MB/s parallel at {fmt(reference_cpu(reference))} CPU-s/GB; cargohold reached "
@@ -901,7 +758,7 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(f"cargohold with auth on (a second server, {args.workers} workers, same manifest, wrk sending an Authorization "
               f"header) vs the auth-off cargohold above; the token is a pull token from GET /token")
-        print_table(auth_rows, AUTH_HEADER)
+        print_rows(auth_rows, AUTH_HEADER)
         print()
         judged = [*rows, *auth_rows]
         misses = [r.figure for r in judged if r.verdict is False]
@@ -919,19 +776,14 @@ def main(argv: list[str] | None = None) -> int:
             if run["errors"]:
                 print(f"warning: {label} answered {run['errors']} manifest requests with errors or socket failures")
 
-        args.output.parent.mkdir(parents=True, exist_ok=True)
         payload = {
-            "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "elapsed_s": time.monotonic() - started,
-            "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-            "machine": {"cpus": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version(),
-                        "memory_mib": psutil.virtual_memory().total // MiB,
-                        "cpu_busy_percent_before": busy_before, "cpu_busy_percent_after": busy_after,
-                        "loadavg": os.getloadavg()},
+            **payload_head(started, args),
+            "machine": machine_info(memory_mib=psutil.virtual_memory().total // MiB,
+                                    cpu_busy_percent_before=busy_before, cpu_busy_percent_after=busy_after,
+                                    loadavg=os.getloadavg()),
             "versions": {
-                "docker-registry": subprocess.run([shutil.which("docker-registry") or "/usr/bin/docker-registry", "--version"],
-                                                  capture_output=True, text=True).stdout.strip(),
-                "curl": subprocess.run([CURL, "--version"], capture_output=True, text=True).stdout.split("\n")[0],
+                "docker-registry": tool_version(DOCKER_REGISTRY),
+                "curl": tool_version(CURL, first_line=True),
             },
             "figures": [
                 {"figure": r.figure, "unit": r.unit, "cargohold": r.cargohold, "docker-registry": r.registry,
@@ -947,29 +799,19 @@ def main(argv: list[str] | None = None) -> int:
             "other_activity": {"overall_cpu_percent": noise.overall(), "steps": noise.steps},
             "raw": {**results, AUTH_ON: auth_results},
         }
-        args.output.write_text(json.dumps(payload, indent=2) + "\n")
+        write_json(args.output, payload)
         log(f"results written to {args.output} ({time.monotonic() - started:.0f} s in all)")
         return 0
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         for label, server in (("cargohold", cargohold), (AUTH_ON, cargohold_auth)):
-            if server is not None and server.log().strip():
-                print(f"--- {label} log (last lines) ---\n{server.log()[-3000:]}", file=sys.stderr)
+            if server is not None:
+                print_log_tail(label, server.log())
         return 1
     finally:
-        if ceiling_proc is not None and ceiling_proc.poll() is None:
-            ceiling_proc.kill()
-            ceiling_proc.wait()
-        for server in (cargohold, cargohold_auth, registry):
-            if server is not None:
-                try:
-                    server.stop()
-                except Exception as exc:  # keep stopping the others
-                    print(f"bench: stopping a server failed: {exc}", file=sys.stderr)
-        if args.keep:
-            log(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        kill_process(ceiling_proc)
+        stop_servers("bench", (cargohold, cargohold_auth, registry))
+        remove_tmp(tmp, args.keep, log)
 
 
 if __name__ == "__main__":

@@ -29,9 +29,9 @@ TIMEOUT = (5, 30)  # connect, read
 
 
 @contextmanager
-def docker_registry(root: Path) -> Iterator[DockerRegistry]:
-    """A running docker-registry in ``root``, stopped on the way out."""
-    registry = DockerRegistry(root).start()
+def docker_registry(root: Path, htpasswd: Path | None = None) -> Iterator[DockerRegistry]:
+    """A running docker-registry in ``root`` (taking only the users in ``htpasswd``, if given), stopped on the way out."""
+    registry = DockerRegistry(root, htpasswd=htpasswd).start()
     try:
         yield registry
     finally:
@@ -39,7 +39,7 @@ def docker_registry(root: Path) -> Iterator[DockerRegistry]:
 
 
 def cache_server(data_dir: Path, workers: int = 1, backend: str = "sqlite", **env: str) -> Server:
-    """A cargohold with auth that may reach upstreams on private addresses (not started)."""
+    """A cargohold with auth that may reach upstreams on private addresses (not started: ``with`` runs it)."""
     return Server(
         data_dir=data_dir,
         backend=backend,
@@ -49,15 +49,17 @@ def cache_server(data_dir: Path, workers: int = 1, backend: str = "sqlite", **en
     )
 
 
-def push_upstream_blob(url: str, repo: str, data: bytes) -> str:
-    """``data`` into the upstream at ``url`` (POST, then PUT with the digest); its digest."""
+def push_upstream_blob(url: str, repo: str, data: bytes, http: requests.Session | None = None) -> str:
+    """``data`` into the upstream at ``url`` (POST, then PUT with the digest; through ``http``, a session with the
+    upstream's credentials, if given); its digest."""
     digest = digest_of(data)
-    r = requests.post(f"{url}/v2/{repo}/blobs/uploads/", timeout=TIMEOUT)
+    client = http or requests
+    r = client.post(f"{url}/v2/{repo}/blobs/uploads/", timeout=TIMEOUT)
     assert r.status_code == 202, (r.status_code, r.text)
     location = r.headers["Location"]
     location = location if location.startswith("http") else url + location
-    r = requests.put(location + ("&" if "?" in location else "?") + f"digest={digest}", data=data,
-                     headers={"Content-Type": "application/octet-stream"}, timeout=TIMEOUT)
+    r = client.put(location + ("&" if "?" in location else "?") + f"digest={digest}", data=data,
+                   headers={"Content-Type": "application/octet-stream"}, timeout=TIMEOUT)
     assert r.status_code == 201, (r.status_code, r.text)
     return digest
 
@@ -66,13 +68,15 @@ def random_config() -> bytes:
     return json.dumps({"architecture": "amd64", "os": "linux", "salt": uuid.uuid4().hex}).encode()
 
 
-def push_upstream_manifest(url: str, repo: str, tag: str, config: bytes, layers: list[bytes]) -> bytes:
-    """The config and layers, then an OCI image manifest over them tagged ``tag``; the manifest's bytes."""
+def push_upstream_manifest(url: str, repo: str, tag: str | None, config: bytes, layers: list[bytes],
+                           http: requests.Session | None = None) -> bytes:
+    """The config and layers, then an OCI image manifest over them tagged ``tag`` (by its digest if None; through
+    ``http`` if given); the manifest's bytes."""
     for data in [config, *layers]:
-        push_upstream_blob(url, repo, data)
+        push_upstream_blob(url, repo, data, http)
     body = manifest_bytes(image_manifest(descriptor(OCI_CONFIG, config), [descriptor(OCI_LAYER, d) for d in layers]))
-    r = requests.put(f"{url}/v2/{repo}/manifests/{tag}", data=body, headers={"Content-Type": OCI_MANIFEST},
-                     timeout=TIMEOUT)
+    r = (http or requests).put(f"{url}/v2/{repo}/manifests/{tag or digest_of(body)}", data=body,
+                               headers={"Content-Type": OCI_MANIFEST}, timeout=TIMEOUT)
     assert r.status_code == 201, (r.status_code, r.text)
     return body
 

@@ -95,6 +95,15 @@ class Server:
         wait_ready(self.url, self.proc)
         return self
 
+    def __enter__(self) -> "Server":
+        """Started; stopped on the way out, and its PostgreSQL schema (if it has one) dropped."""
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        if self.schema:
+            drop_postgres_schema(self.schema)
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)

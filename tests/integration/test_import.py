@@ -12,7 +12,6 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,8 +23,20 @@ import oras.oci
 import pytest
 import requests
 from aiohttp import web
-from cachehelpers import cache_server, docker_registry
+from cachehelpers import cache_server
 from clients import ArtifactOrasClient
+from importhelpers import (
+    admin,
+    admin_cli,
+    api,
+    make_robot,
+    problem,
+    proxied_upstream,
+    push_one_layer_image,
+    start_import,
+    unique,
+    wait_done,
+)
 from ocihelpers import (
     OCI_CONFIG,
     OCI_EMPTY,
@@ -45,12 +56,6 @@ from servers import DockerRegistry, Server
 from upstream_proxy import Seen, UpstreamProxy, oci_error
 
 TIMEOUT = 60
-
-
-@pytest.fixture(scope="module")
-def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerRegistry]:
-    with docker_registry(tmp_path_factory.mktemp("import-upstream")) as registry:
-        yield registry
 
 
 async def _slow(proxy: UpstreamProxy, seen: Seen, arg: Any) -> web.StreamResponse:
@@ -77,53 +82,17 @@ async def _slow(proxy: UpstreamProxy, seen: Seen, arg: Any) -> web.StreamRespons
         upstream.close()
 
 
-@pytest.fixture(scope="module")
-def proxy(upstream: DockerRegistry) -> Iterator[UpstreamProxy]:
-    with UpstreamProxy(upstream.url) as running:
-        running.faults["slow"] = _slow
-        yield running
+upstream, proxy, _clean_proxy = proxied_upstream("import-upstream", faults={"slow": _slow})
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = cache_server(
+    with cache_server(
         tmp_path_factory.mktemp("import-server") / "data",
         workers=2,  # import jobs live in the database: any worker answers GET /imports/{id}
         CARGOHOLD_LOGIN_THROTTLE_ATTEMPTS="100000",
-    ).start()
-    try:
+    ) as running:
         yield running
-    finally:
-        running.stop()
-
-
-@pytest.fixture(autouse=True)
-def _clean_proxy(proxy: UpstreamProxy) -> Iterator[None]:
-    proxy.clear_fault()
-    proxy.reset()
-    yield
-    proxy.clear_fault()
-
-
-def admin(server: Server) -> tuple[str, str]:
-    return ("admin", server.admin_password)
-
-
-def api(server: Server, method: str, path: str, auth: Any = None, **kwargs: Any) -> requests.Response:
-    return requests.request(method, f"{server.url}/api/v1{path}", auth=auth or admin(server), timeout=TIMEOUT, **kwargs)
-
-
-def start_import(server: Server, source: str, auth: Any = None, **body: Any) -> requests.Response:
-    return api(server, "POST", "/imports", auth, json={"source": source, "insecure": True, **body})
-
-
-def problem(response: requests.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, (response.status_code, response.text)
-    assert response.headers["Content-Type"].startswith("application/problem+json")
-    body = response.json()
-    assert body["code"] == code, body
-    assert body["detail"], body
-    return body
 
 
 def local_manifest(server: Server, repo: str, reference: str) -> requests.Response:
@@ -137,10 +106,6 @@ def local_blob(server: Server, repo: str, digest: str) -> bytes:
     r = requests.get(f"{server.url}/v2/{repo}/blobs/{digest}", auth=admin(server), timeout=TIMEOUT)
     assert r.status_code == 200, (r.status_code, r.text)
     return r.content
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}/{uuid.uuid4().hex[:10]}"
 
 
 def push_platform_image(url: str, repo: str, arch: str) -> tuple[str, bytes]:
@@ -372,14 +337,6 @@ def test_running_job_shows_totals_and_progress(server: Server, upstream: DockerR
     problem(api(server, "GET", "/imports", params={"limit": 0}), 422, "VALIDATION_FAILED")
 
 
-def make_robot(server: Server, rules: list[dict[str, Any]]) -> tuple[str, str]:
-    name = f"map{uuid.uuid4().hex[:8]}"
-    assert api(server, "POST", "/scope-maps", json={"name": name, "rules": rules}).status_code == 201
-    created = api(server, "POST", "/tokens", json={"name": f"robot{uuid.uuid4().hex[:8]}", "scope_maps": [name]})
-    assert created.status_code == 201, created.text
-    return created.json()["name"], created.json()["token"]
-
-
 # ---- tags and force ------------------------------------------------------------------------------
 
 
@@ -452,12 +409,9 @@ def test_bad_credentials(server: Server, tmp_path: Path) -> None:
 def test_content_write_is_needed_on_the_target(server: Server, upstream: DockerRegistry, proxy: UpstreamProxy) -> None:
     src = unique("robo")
     push_image(upstream.url, src, "1")
-    name = f"map{uuid.uuid4().hex[:8]}"
-    rules = [{"repository": "robots/*", "actions": ["content/read", "content/write"]}, {"repository": "imp/*", "actions": ["content/read"]}]
-    assert api(server, "POST", "/scope-maps", json={"name": name, "rules": rules}).status_code == 201
-    created = api(server, "POST", "/tokens", json={"name": f"robot{uuid.uuid4().hex[:8]}", "scope_maps": [name]})
-    assert created.status_code == 201, created.text
-    robot = (created.json()["name"], created.json()["token"])
+    robot = make_robot(server, [
+        {"repository": "robots/*", "actions": ["content/read", "content/write"]}, {"repository": "imp/*", "actions": ["content/read"]},
+    ])
     read_only = unique("imp")
     problem(start_import(server, f"{proxy.host}/{src}:1", auth=robot, targets=[f"{read_only}:1"]), 403, "DENIED")
     assert local_manifest(server, read_only, "1").status_code == 404
@@ -475,14 +429,9 @@ def test_cli_import_and_status(server: Server, upstream: DockerRegistry, proxy: 
     src = unique("cli")
     digest, body = push_image(upstream.url, src, "3")
     target = unique("imp")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CARGOHOLD_")}
-    env |= {"HOME": str(tmp_path), "CARGOHOLD_USERNAME": "admin", "CARGOHOLD_PASSWORD": server.admin_password}
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "cargohold", *args, "--registry", server.url], env=env, capture_output=True, text=True,
-            timeout=120, check=False, stdin=subprocess.DEVNULL,
-        )
+        return admin_cli(server, tmp_path, *args)
 
     done = cli("import", f"{proxy.host}/{src}:3", "--image", f"{target}:3", "--insecure", "--output", "json")
     assert done.returncode == 0, (done.stdout, done.stderr)
@@ -513,9 +462,7 @@ def test_cli_import_and_status(server: Server, upstream: DockerRegistry, proxy: 
     assert started.returncode == 0, started.stderr
     queued = json.loads(started.stdout)
     assert queued["state"] == "running" and f"cargohold import status {queued['id']}" in started.stderr
-    deadline = time.monotonic() + 30
-    while api(server, "GET", f"/imports/{queued['id']}").json()["state"] == "running" and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_done(server, queued["id"])
     assert cli("import", "status", queued["id"]).returncode == 0
 
 
@@ -523,19 +470,11 @@ def test_cli_follows_a_slow_import_and_fails_when_the_source_dies(
     server: Server, upstream: DockerRegistry, proxy: UpstreamProxy, tmp_path: Path
 ) -> None:
     src = unique("clislow")
-    config = json.dumps({"os": "linux", "architecture": "amd64", "salt": uuid.uuid4().hex}).encode()
     layer = os.urandom(200_000)
-    push_blob(upstream.url, src, config)
-    push_blob(upstream.url, src, layer)
-    push_manifest(upstream.url, src, image_manifest(descriptor(OCI_CONFIG, config), [descriptor(OCI_LAYER, layer)]), reference="1")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CARGOHOLD_")}
-    env |= {"HOME": str(tmp_path), "CARGOHOLD_USERNAME": "admin", "CARGOHOLD_PASSWORD": server.admin_password}
+    config = push_one_layer_image(upstream.url, src, "1", layer)
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "cargohold", *args, "--registry", server.url], env=env, capture_output=True, text=True,
-            timeout=120, check=False, stdin=subprocess.DEVNULL,
-        )
+        return admin_cli(server, tmp_path, *args)
 
     proxy.fail(("slow", 0.1), kind="blob")  # the CLI polls a job that runs for a couple of seconds
     target = unique("imp")
@@ -546,8 +485,7 @@ def test_cli_follows_a_slow_import_and_fails_when_the_source_dies(
     assert local_manifest(server, target, "1").status_code == 200
 
     fresh = os.urandom(200_000)  # not in the store yet: it must come from the source
-    push_blob(upstream.url, src, fresh)
-    push_manifest(upstream.url, src, image_manifest(descriptor(OCI_CONFIG, config), [descriptor(OCI_LAYER, fresh)]), reference="2")
+    push_one_layer_image(upstream.url, src, "2", fresh, config)
     proxy.fail("truncate", kind="blob", reference=digest_of(fresh))  # the source dies half-way through the layer
     broken = unique("imp")
     failed = cli("import", f"{proxy.host}/{src}:2", "--image", f"{broken}:1", "--insecure")

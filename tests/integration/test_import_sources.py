@@ -28,21 +28,19 @@ from typing import Any
 
 import pytest
 import requests
-from cachehelpers import cache_server, docker_registry
+from cachehelpers import cache_server, docker_registry, push_upstream_manifest
 from images import require_tool
+from importhelpers import TIMEOUT, admin, problem, unique
+from importhelpers import api as admin_api
 from ocihelpers import (
-    OCI_CONFIG,
     OCI_INDEX,
-    OCI_LAYER,
     OCI_MANIFEST,
     descriptor,
     digest_of,
-    image_manifest,
     manifest_bytes,
 )
 from servers import DockerRegistry, Server
 
-TIMEOUT = 60
 SOURCE_USER = "importer"
 SOURCE_PASSWORD = f"src-pw-{uuid.uuid4().hex}"  # the source registry's password: must never leak
 WRONG_PASSWORD = f"wrong-pw-{uuid.uuid4().hex}"  # a refused one: must not leak either
@@ -60,11 +58,8 @@ def private(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerRegistry
                           capture_output=True, text=True, timeout=30).stdout
     htpasswd = root / "htpasswd"
     htpasswd.write_text(line)
-    registry = DockerRegistry(root / "registry", htpasswd=htpasswd).start()
-    try:
+    with docker_registry(root / "registry", htpasswd) as registry:
         yield registry
-    finally:
-        registry.stop()
 
 
 @pytest.fixture(scope="module")
@@ -76,17 +71,14 @@ def public(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerRegistry]
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = cache_server(
+    with cache_server(
         tmp_path_factory.mktemp("import-sources") / "data",
         workers=1,  # GET /imports/{id} answers from the worker that ran the import
         CARGOHOLD_LOGIN_THROTTLE_ATTEMPTS="100000",
         CARGOHOLD_LOG_LEVEL="INFO",  # a talkative log, for the "never in the log" checks
         CARGOHOLD_ACCESS_LOG="true",
-    ).start()
-    try:
+    ) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture(autouse=True)
@@ -109,19 +101,6 @@ def source_session() -> requests.Session:
     return http
 
 
-def push_blob(registry: DockerRegistry, repo: str, data: bytes) -> str:
-    digest = digest_of(data)
-    with source_session() as http:
-        r = http.post(f"{registry.url}/v2/{repo}/blobs/uploads/", timeout=TIMEOUT)
-        assert r.status_code == 202, (r.status_code, r.text)
-        location = r.headers["Location"]
-        location = location if location.startswith("http") else registry.url + location
-        r = http.put(f"{location}{'&' if '?' in location else '?'}digest={digest}", data=data,
-                     headers={"Content-Type": "application/octet-stream"}, timeout=TIMEOUT)
-        assert r.status_code == 201, (r.status_code, r.text)
-    return digest
-
-
 def push_manifest(registry: DockerRegistry, repo: str, body: bytes, reference: str, media_type: str) -> str:
     with source_session() as http:
         r = http.put(f"{registry.url}/v2/{repo}/manifests/{reference}", data=body, headers={"Content-Type": media_type},
@@ -133,17 +112,11 @@ def push_manifest(registry: DockerRegistry, repo: str, body: bytes, reference: s
 def push_image(registry: DockerRegistry, repo: str, tag: str | None, arch: str = "amd64", layers: int = 2) -> tuple[str, bytes]:
     """A small random OCI image (config + ``layers`` layers of 64 KiB), by digest and, if given, by ``tag``."""
     config = json.dumps({"architecture": arch, "os": "linux", "salt": uuid.uuid4().hex}).encode()
-    push_blob(registry, repo, config)
-    layer_descriptors = []
-    for _ in range(layers):
-        data = os.urandom(64 * 1024)
-        push_blob(registry, repo, data)
-        layer_descriptors.append(descriptor(OCI_LAYER, data))
-    body = manifest_bytes(image_manifest(descriptor(OCI_CONFIG, config), layer_descriptors))
-    digest = push_manifest(registry, repo, body, digest_of(body), OCI_MANIFEST)
+    with source_session() as http:
+        body = push_upstream_manifest(registry.url, repo, None, config, [os.urandom(64 * 1024) for _ in range(layers)], http)
     if tag:
         push_manifest(registry, repo, body, tag, OCI_MANIFEST)
-    return digest, body
+    return digest_of(body), body
 
 
 def push_index(registry: DockerRegistry, repo: str, tag: str) -> tuple[str, dict[str, bytes]]:
@@ -161,12 +134,9 @@ def push_index(registry: DockerRegistry, repo: str, tag: str) -> tuple[str, dict
 # ---- the API -------------------------------------------------------------------------------------
 
 
-def admin(server: Server) -> tuple[str, str]:
-    return ("admin", server.admin_password)
-
-
 def api(server: Server, method: str, path: str, **kwargs: Any) -> requests.Response:
-    r = requests.request(method, f"{server.url}/api/v1{path}", auth=admin(server), timeout=TIMEOUT, **kwargs)
+    """``importhelpers.api`` as the admin, and no source password in the answer."""
+    r = admin_api(server, method, path, **kwargs)
     for value in (SOURCE_PASSWORD, WRONG_PASSWORD):
         assert value not in r.text, f"a source password in {method} {path}: {r.text[:500]}"
     return r
@@ -180,10 +150,6 @@ def job_status(server: Server, job_id: str) -> dict[str, Any]:
     r = api(server, "GET", f"/imports/{job_id}")
     assert r.status_code == 200, r.text
     return r.json()
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}/{uuid.uuid4().hex[:10]}"
 
 
 def head_local(server: Server, repo: str, kind: str, reference: str) -> tuple[int, str | None, int]:
@@ -237,14 +203,6 @@ def assert_same_content(server: Server, target_repo: str, tag: str, private: Doc
         assert head_source(private, src_repo, "blobs", blob["digest"])[2] == blob["size"]
         r = requests.get(f"{server.url}/v2/{target_repo}/blobs/{blob['digest']}", auth=admin(server), timeout=TIMEOUT)
         assert r.status_code == 200 and digest_of(r.content) == blob["digest"]
-
-
-def problem(response: requests.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, (response.status_code, response.text)
-    assert response.headers["Content-Type"].startswith("application/problem+json")
-    body = response.json()
-    assert body["code"] == code and body["detail"], body
-    return body
 
 
 def make_credential_set(server: Server, login_server: str, password: str) -> str:

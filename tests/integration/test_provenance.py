@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,99 +19,37 @@ from typing import Any
 
 import pytest
 import requests
-from cachehelpers import cache_server, docker_registry
-from ocihelpers import (
-    OCI_CONFIG,
-    OCI_LAYER,
-    OCI_MANIFEST,
-    descriptor,
-    digest_of,
-    image_manifest,
-    push_blob,
-    push_image,
-    push_manifest,
+from cachehelpers import cache_server
+from importhelpers import (
+    TIMEOUT,
+    admin,
+    admin_cli,
+    api,
+    make_robot,
+    problem,
+    proxied_upstream,
+    push_one_layer_image,
+    start_import,
+    unique,
+    wait_done,
 )
+from ocihelpers import OCI_MANIFEST, digest_of, push_image
 from servers import DockerRegistry, Server
 from upstream_proxy import UpstreamProxy
 
-TIMEOUT = 60
-
-
-@pytest.fixture(scope="module")
-def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerRegistry]:
-    with docker_registry(tmp_path_factory.mktemp("provenance-upstream")) as registry:
-        yield registry
-
-
-@pytest.fixture(scope="module")
-def proxy(upstream: DockerRegistry) -> Iterator[UpstreamProxy]:
-    with UpstreamProxy(upstream.url) as running:
-        yield running
+upstream, proxy, _clean_proxy = proxied_upstream("provenance-upstream")
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = cache_server(tmp_path_factory.mktemp("provenance-server") / "data", workers=2).start()
-    try:
+    with cache_server(tmp_path_factory.mktemp("provenance-server") / "data", workers=2) as running:
         yield running
-    finally:
-        running.stop()
-
-
-@pytest.fixture(autouse=True)
-def _clean_proxy(proxy: UpstreamProxy) -> Iterator[None]:
-    proxy.clear_fault()
-    proxy.reset()
-    yield
-    proxy.clear_fault()
-
-
-def admin(server: Server) -> tuple[str, str]:
-    return ("admin", server.admin_password)
-
-
-def api(server: Server, method: str, path: str, auth: Any = None, **kwargs: Any) -> requests.Response:
-    return requests.request(method, f"{server.url}/api/v1{path}", auth=auth or admin(server), timeout=TIMEOUT, **kwargs)
-
-
-def start_import(server: Server, source: str, auth: Any = None, **body: Any) -> requests.Response:
-    return api(server, "POST", "/imports", auth, json={"source": source, "insecure": True, **body})
 
 
 def provenance(server: Server, repository: str, auth: Any = None, **params: Any) -> list[dict[str, Any]]:
     r = api(server, "GET", "/provenance", auth, params={"repository": repository, **params})
     assert r.status_code == 200, (r.status_code, r.text)
     return r.json()
-
-
-def problem(response: requests.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, (response.status_code, response.text)
-    assert response.headers["Content-Type"].startswith("application/problem+json")
-    body = response.json()
-    assert body["code"] == code, body
-    return body
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}/{uuid.uuid4().hex[:10]}"
-
-
-def wait_done(server: Server, job_id: str, timeout: float = 30) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        job = api(server, "GET", f"/imports/{job_id}").json()
-        if job["state"] != "running" or time.monotonic() > deadline:
-            return job
-        time.sleep(0.1)
-
-
-def cli(server: Server, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CARGOHOLD_")}
-    env |= {"HOME": str(home), "CARGOHOLD_USERNAME": "admin", "CARGOHOLD_PASSWORD": server.admin_password}
-    return subprocess.run(
-        [sys.executable, "-m", "cargohold", *args, "--registry", server.url], env=env, capture_output=True, text=True,
-        timeout=120, check=False, stdin=subprocess.DEVNULL,
-    )
 
 
 # ---- the API -------------------------------------------------------------------------------------
@@ -164,11 +100,7 @@ def test_provenance_needs_read_access_and_a_valid_name(server: Server, upstream:
     push_image(upstream.url, src, "1")
     target = f"team/{uuid.uuid4().hex[:10]}"
     assert start_import(server, f"{proxy.host}/{src}:1", targets=[f"{target}:1"]).status_code == 201
-    name = f"map{uuid.uuid4().hex[:8]}"
-    rules = [{"repository": "team/*", "actions": ["content/read"]}]
-    assert api(server, "POST", "/scope-maps", json={"name": name, "rules": rules}).status_code == 201
-    created = api(server, "POST", "/tokens", json={"name": f"robot{uuid.uuid4().hex[:8]}", "scope_maps": [name]})
-    robot = (created.json()["name"], created.json()["token"])
+    robot = make_robot(server, [{"repository": "team/*", "actions": ["content/read"]}])
     assert [r["tag"] for r in provenance(server, target, robot)] == ["1"]
     problem(api(server, "GET", "/provenance", robot, params={"repository": "elsewhere/x"}), 403, "DENIED")
     assert requests.get(f"{server.url}/api/v1/provenance", params={"repository": target}, timeout=TIMEOUT).status_code == 401
@@ -197,7 +129,7 @@ def test_repository_show_lists_tags_digests_and_provenance(
                           headers={"Content-Type": OCI_MANIFEST}, timeout=TIMEOUT)
     assert pushed.status_code == 201, pushed.text
 
-    shown = cli(server, tmp_path, "repository", "show", target)
+    shown = admin_cli(server, tmp_path, "repository", "show", target)
     assert shown.returncode == 0, (shown.stdout, shown.stderr)
     lines = {line.split()[0]: line for line in shown.stdout.splitlines() if line.strip() and not line.strip().startswith("TAG")}
     assert set(lines) >= {"stable", "1.0", "2.0", "local"}, shown.stdout
@@ -208,16 +140,16 @@ def test_repository_show_lists_tags_digests_and_provenance(
 
     # --force moves stable to 2.0: show names the new source digest.
     assert start_import(server, f"{proxy.host}/{src}:2.0", targets=[f"{target}:stable"], force=True).status_code == 201
-    as_json = cli(server, tmp_path, "repository", "show", target, "--output", "json")
+    as_json = admin_cli(server, tmp_path, "repository", "show", target, "--output", "json")
     assert as_json.returncode == 0, as_json.stderr
     rows = {row["tag"]: row for row in json.loads(as_json.stdout)["tags"]}
     assert rows["stable"]["digest"] == second and rows["stable"]["provenance"]["source_digest"] == second
     assert rows["stable"]["provenance"]["source"] == f"{proxy.host}/{src}:2.0"
     assert rows["local"]["provenance"] is None and rows["1.0"]["provenance"]["source_digest"] == first
 
-    listed = cli(server, tmp_path, "repository", "list")
+    listed = admin_cli(server, tmp_path, "repository", "list")
     assert listed.returncode == 0 and target in listed.stdout.split(), listed.stderr
-    missing = cli(server, tmp_path, "repository", "show", unique("nothing"))
+    missing = admin_cli(server, tmp_path, "repository", "show", unique("nothing"))
     assert missing.returncode == 1 and "error:" in missing.stderr, (missing.stdout, missing.stderr)
 
 
@@ -245,11 +177,8 @@ def test_jobs_survive_a_restart_and_a_killed_import_reads_as_interrupted(
     assert done["state"] == "succeeded", done
 
     # A stalled source: the import is running when the server is killed (every worker, at once).
-    config = json.dumps({"os": "linux", "architecture": "amd64", "salt": uuid.uuid4().hex}).encode()
     layer = os.urandom(100_000)
-    push_blob(upstream.url, src, config)
-    push_blob(upstream.url, src, layer)
-    push_manifest(upstream.url, src, image_manifest(descriptor(OCI_CONFIG, config), [descriptor(OCI_LAYER, layer)]), reference="2")
+    push_one_layer_image(upstream.url, src, "2", layer)
     proxy.fail(("stall", 30), kind="blob", reference=digest_of(layer))
     stalled = start_import(server, f"{proxy.host}/{src}:2", targets=[f"{target}:2"], wait=False).json()
     deadline = time.monotonic() + 20

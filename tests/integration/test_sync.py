@@ -25,52 +25,14 @@ import aiohttp
 import pytest
 import requests
 from aiohttp import web
-from cachehelpers import cache_server, docker_registry
+from cachehelpers import cache_server
+from importhelpers import admin, problem, proxied_upstream, unique
+from importhelpers import api as admin_api
 from ocihelpers import OCI_INDEX, OCI_MANIFEST, push_image
-from servers import DockerRegistry, Server, drop_postgres_schema
+from servers import DockerRegistry, Server
 from upstream_proxy import Seen, UpstreamProxy, oci_error
 
 TIMEOUT = 120
-
-
-@pytest.fixture(scope="module")
-def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerRegistry]:
-    with docker_registry(tmp_path_factory.mktemp("sync-upstream")) as registry:
-        yield registry
-
-
-@pytest.fixture(scope="module")
-def proxy(upstream: DockerRegistry) -> Iterator[UpstreamProxy]:
-    with UpstreamProxy(upstream.url) as running:
-        running.faults["ratelimit-remaining"] = _ratelimit_remaining
-        yield running
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = cache_server(
-        tmp_path_factory.mktemp(f"sync-server-{request.param}") / "data",
-        workers=2,
-        backend=request.param,
-        CARGOHOLD_LOGIN_THROTTLE_ATTEMPTS="100000",
-        CARGOHOLD_SYNC_POLL_SECONDS="0.5",
-        CARGOHOLD_SYNC_MIN_INTERVAL_SECONDS="1",
-        CARGOHOLD_SYNC_RATELIMIT_RESERVE="10",
-    ).start()
-    try:
-        yield running
-    finally:
-        running.stop()
-        if running.schema:
-            drop_postgres_schema(running.schema)
-
-
-@pytest.fixture(autouse=True)
-def _clean_proxy(proxy: UpstreamProxy) -> Iterator[None]:
-    proxy.clear_fault()
-    proxy.reset()
-    yield
-    proxy.clear_fault()
 
 
 async def _ratelimit_remaining(proxy: UpstreamProxy, seen: Seen, arg: Any) -> web.StreamResponse:
@@ -96,30 +58,31 @@ async def _ratelimit_remaining(proxy: UpstreamProxy, seen: Seen, arg: Any) -> we
         upstream.close()
 
 
-def admin(server: Server) -> tuple[str, str]:
-    return ("admin", server.admin_password)
+upstream, proxy, _clean_proxy = proxied_upstream("sync-upstream", faults={"ratelimit-remaining": _ratelimit_remaining})
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with cache_server(
+        tmp_path_factory.mktemp(f"sync-server-{request.param}") / "data",
+        workers=2,
+        backend=request.param,
+        CARGOHOLD_LOGIN_THROTTLE_ATTEMPTS="100000",
+        CARGOHOLD_SYNC_POLL_SECONDS="0.5",
+        CARGOHOLD_SYNC_MIN_INTERVAL_SECONDS="1",
+        CARGOHOLD_SYNC_RATELIMIT_RESERVE="10",
+    ) as running:
+        yield running
 
 
 def api(server: Server, method: str, path: str, auth: Any = None, **kwargs: Any) -> requests.Response:
-    return requests.request(method, f"{server.url}/api/v1{path}", auth=auth or admin(server), timeout=TIMEOUT, **kwargs)
+    """``importhelpers.api`` with this module's longer ``TIMEOUT``: a manual run answers when it is done."""
+    return admin_api(server, method, path, auth, timeout=TIMEOUT, **kwargs)
 
 
 def ok(response: requests.Response, status: int = 200) -> Any:
     assert response.status_code == status, (response.status_code, response.text)
     return response.json() if response.content else None
-
-
-def problem(response: requests.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, (response.status_code, response.text)
-    assert response.headers["Content-Type"].startswith("application/problem+json")
-    body = response.json()
-    assert body["code"] == code, body
-    assert body["detail"], body
-    return body
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}/{uuid.uuid4().hex[:10]}"
 
 
 def rule_name() -> str:
@@ -510,6 +473,28 @@ def test_a_credential_set_in_use_by_a_sync_rule_stays(server: Server, proxy: Ups
     problem(api(server, "PATCH", f"/credential-sets/{creds}", json={"login_server": "ghcr.io"}), 409, "IN_USE")
     ok(api(server, "DELETE", f"/sync-rules/{rule['name']}"), 204)
     ok(api(server, "DELETE", f"/credential-sets/{creds}"), 204)
+
+
+def test_targets_inside_a_cache_namespace_are_refused(server: Server, proxy: UpstreamProxy) -> None:
+    """The cache would serve, revalidate and overwrite what an import or a sync rule put there."""
+    namespace = unique("cached")
+    cache_rule = rule_name()
+    ok(api(server, "POST", "/cache-rules", json={
+        "name": cache_rule, "source": f"{proxy.host}/*", "target": f"{namespace}/*", "insecure": True,
+    }), 201)
+    try:
+        detail = problem(api(server, "POST", "/sync-rules", json={
+            "name": rule_name(), "source": f"{proxy.host}/x/app", "target": f"{namespace}/app", "insecure": True,
+        }), 409, "TARGET_IS_CACHE")["detail"]
+        assert cache_rule in detail and f"{namespace}/app" in detail
+        rule = create_rule(server, proxy, "x/app", unique("plain"), enabled=False)
+        problem(api(server, "PATCH", f"/sync-rules/{rule['name']}", json={"target": f"{namespace}/b"}), 409, "TARGET_IS_CACHE")
+        assert ok(api(server, "GET", f"/sync-rules/{rule['name']}"))["target"] == rule["target"]
+        problem(api(server, "POST", "/imports", json={
+            "source": f"{proxy.host}/x/app:1", "targets": [f"{namespace}/app:1"], "insecure": True,
+        }), 409, "TARGET_IS_CACHE")
+    finally:
+        ok(api(server, "DELETE", f"/cache-rules/{cache_rule}"), 204)
 
 
 def test_no_internal_errors_logged(server: Server) -> None:

@@ -65,6 +65,7 @@ __all__ = [
     "CredentialSetInfo",
     "CredentialSetMismatch",
     "InvalidCredentialSet",
+    "TargetIsCached",
     "UnknownCredentialSet",
     "UpstreamNotAllowed",
 ]
@@ -80,6 +81,10 @@ class InvalidCredentialSet(ValueError):
 
 class CredentialSetMismatch(ValueError):
     """A rule names a credential set for another registry than its source's."""
+
+
+class TargetIsCached(ValueError):
+    """An import or sync target inside a cache rule's namespace: the cache would serve, revalidate and overwrite it."""
 
 
 class CredentialSetInUse(InUse):
@@ -209,6 +214,15 @@ class CacheAdmin:
 
     # ---- rules ---------------------------------------------------------------------------------
 
+    async def check_not_cached(self, repository: str) -> None:
+        """Raises TargetIsCached when a cache rule owns ``repository`` (imports and sync rules write only elsewhere)."""
+        route = (await load_rule_set(self.store)).route(repository)
+        if route is not None:
+            raise TargetIsCached(
+                f"{repository} is in the namespace {route.rule.target} of cache rule {route.rule.name!r}, which mirrors "
+                f"{route.registry}; import or sync into a repository outside it"
+            )
+
     async def list_rules(self) -> list[RuleRecord]:
         return await self.store.list_rules()
 
@@ -271,20 +285,28 @@ class CacheAdmin:
         return await self.store.delete_rule(name)
 
     async def _check_credential_set(self, rule: CacheRule) -> None:
-        if rule.credential_set is None:
+        await self.check_credential_set(rule.credential_set, rule.source.registry)
+
+    async def check_credential_set(self, name: str | None, registry: str) -> None:
+        """A rule (cache or sync) on ``registry`` may name only an existing set for that registry: credentials
+        are never sent to another login server. Raises UnknownCredentialSet or CredentialSetMismatch."""
+        if name is None:
             return
-        record = await self.store.get_credential_set(rule.credential_set)
+        record = await self.store.get_credential_set(name)
         if record is None:
-            raise UnknownCredentialSet(f"credential set {rule.credential_set!r} does not exist")
-        if record.login_server != rule.source.registry:
+            raise UnknownCredentialSet(f"credential set {name!r} does not exist")
+        if record.login_server != registry:
             raise CredentialSetMismatch(
                 f"credential set {record.name!r} is for {record.login_server}, but the rule's source is on "
-                f"{rule.source.registry}: credentials are only sent to their own login server"
+                f"{registry}: credentials are only sent to their own login server"
             )
 
     async def _check_upstream(self, rule: CacheRule) -> None:
-        """Refuse a source on an address the cache may not reach; see the module docstring for unresolvable hosts."""
-        registry = rule.source.registry
+        await self.check_upstream(rule.source.registry, f"cache rule {rule.name}")
+
+    async def check_upstream(self, registry: str, what: str) -> None:
+        """Refuse a source on an address the server may not reach (UpstreamNotAllowed); see the module docstring
+        for unresolvable hosts. ``what`` names the rule in the log."""
         host = host_of(registry)
         try:
             addresses = [host] if is_ip_literal(host) else await self._resolve(host)
@@ -294,7 +316,7 @@ class CacheAdmin:
         except PrivateTargetRefused as exc:
             raise UpstreamNotAllowed(str(exc)) from None
         except UpstreamRefused as exc:  # resolved to nothing at all: as good as unresolvable
-            log.info("cache rule %s: %s; the guard checks it again on every connection", rule.name, exc)
+            log.info("%s: %s; the guard checks it again on every connection", what, exc)
 
     async def _resolve(self, host: str) -> list[str] | None:
         """The addresses ``host`` resolves to now; None (and a log line) when it does not resolve."""
@@ -303,7 +325,7 @@ class CacheAdmin:
             infos = await asyncio.wait_for(loop.getaddrinfo(host, None, type=socket.SOCK_STREAM), RESOLVE_TIMEOUT)
         except (OSError, TimeoutError, UnicodeError) as exc:
             log.info(
-                "cache rule upstream %s does not resolve now (%s); accepted, the guard checks every connection",
+                "upstream %s does not resolve now (%s); accepted, the guard checks every connection",
                 host, type(exc).__name__,
             )
             return None

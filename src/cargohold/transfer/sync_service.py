@@ -34,15 +34,12 @@ from typing import Any, Protocol
 
 from ..auth.errors import InvalidName
 from ..auth.service import NAME_PATTERN
-from ..cache.admin import CredentialSetMismatch, UpstreamNotAllowed, host_of
 from ..cache.rules import InvalidRule, Source
 from ..config import Settings
 from ..oci.names import is_valid_name
 from ..registry.service import Registry
-from ..store.cache import UnknownCredentialSet
 from ..store.sync import RunRecord, SyncRuleRecord, SyncStore
 from ..upstream.client import Credentials
-from ..upstream.guard import OutboundGuard, PrivateTargetRefused, UpstreamRefused, is_ip_literal
 from .schedule import InvalidSchedule, Schedule
 from .sync import SyncEngine, SyncSpec
 from .tagfilter import InvalidTagFilter, TagFilter
@@ -75,12 +72,24 @@ class UnknownSyncRule(LookupError):
     """No sync rule has that name."""
 
 
-class CredentialSource(Protocol):
-    """What the sync service needs of the credential sets (``cache.admin.CacheAdmin`` provides it)."""
+def registry_of(source: str) -> str:
+    """``registry/repository`` (a stored source) → ``registry``."""
+    return source.split("/", 1)[0]
+
+
+class CacheAdmin(Protocol):
+    """What the sync service needs of the cache (``cache.admin.CacheAdmin`` provides it): credential sets, and
+    which repositories cache rules own (a sync target may not be one)."""
 
     async def get_credential_set(self, name: str) -> Any: ...
 
     async def credentials_for(self, name: str) -> tuple[str, str]: ...
+
+    async def check_not_cached(self, repository: str) -> None: ...
+
+    async def check_credential_set(self, name: str | None, registry: str) -> None: ...
+
+    async def check_upstream(self, registry: str, what: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -144,18 +153,17 @@ def worker_id() -> str:
 class SyncService:
     """One per worker: manages rules and runs them (now, or when due)."""
 
-    def __init__(self, settings: Settings, registry: Registry, store: SyncStore, credentials: CredentialSource) -> None:
+    def __init__(self, settings: Settings, registry: Registry, store: SyncStore, cache: CacheAdmin) -> None:
         self.settings = settings
         self.store = store
-        self.credentials = credentials
+        self.cache = cache
         self.engine = SyncEngine(registry, settings)
         self.owner = worker_id()
-        self.guard = OutboundGuard(allow_private=settings.allow_private_upstreams)
         self._running: set[asyncio.Task[Any]] = set()
 
     @classmethod
-    def open(cls, settings: Settings, registry: Registry, credentials: CredentialSource) -> "SyncService":
-        return cls(settings, registry, SyncStore(registry.stores.engine), credentials)
+    def open(cls, settings: Settings, registry: Registry, cache: CacheAdmin) -> "SyncService":
+        return cls(settings, registry, SyncStore(registry.stores.engine), cache)
 
     # ---- management ----------------------------------------------------------------------------
 
@@ -172,8 +180,9 @@ class SyncService:
             raise InvalidName(f"sync rule names match {NAME_PATTERN}")
         values = {"insecure": False, "enabled": True, "platforms": None, "credential_set": None, **values}
         checked = check_values(values, self.settings)
-        await self._check_credential_set(checked.values["credential_set"], checked.values["source"])
-        await self._check_upstream(checked.values["source"])
+        await self.cache.check_not_cached(checked.values["target"])
+        await self.cache.check_credential_set(checked.values["credential_set"], registry_of(checked.values["source"]))
+        await self.cache.check_upstream(registry_of(checked.values["source"]), f"sync rule {name}")
         stored = dict(checked.values)
         stored["next_run_at"] = first_run(checked.schedule, datetime.now(UTC))
         return await self.store.create_rule(name, stored, created_by)
@@ -190,10 +199,12 @@ class SyncService:
         values.update(changes)
         checked = check_values(values, self.settings)
         stored = {k: v for k, v in checked.values.items() if getattr(current, k) != v}
+        if "target" in stored:
+            await self.cache.check_not_cached(checked.values["target"])
         if "credential_set" in stored or ("source" in stored and checked.values["credential_set"] is not None):
-            await self._check_credential_set(checked.values["credential_set"], checked.values["source"])
+            await self.cache.check_credential_set(checked.values["credential_set"], registry_of(checked.values["source"]))
         if "source" in stored:
-            await self._check_upstream(checked.values["source"])
+            await self.cache.check_upstream(registry_of(checked.values["source"]), f"sync rule {name}")
         if {"interval_seconds", "cron"} & set(stored) or ("enabled" in stored and stored["enabled"]):
             stored["next_run_at"] = first_run(checked.schedule, datetime.now(UTC))
         if not stored:
@@ -205,39 +216,6 @@ class SyncService:
 
     async def list_runs(self, name: str, limit: int = 20) -> list[RunRecord]:
         return await self.store.list_runs(name, limit)
-
-    async def _check_credential_set(self, name: str | None, source: str) -> None:
-        if name is None:
-            return
-        info = await self.credentials.get_credential_set(name)
-        if info is None:
-            raise UnknownCredentialSet(f"credential set {name!r} does not exist")
-        registry = source.split("/", 1)[0]
-        if info.login_server != registry:
-            raise CredentialSetMismatch(
-                f"credential set {name!r} is for {info.login_server}, but the rule's source is on {registry}: "
-                "credentials are only sent to their own login server"
-            )
-
-    async def _check_upstream(self, source: str) -> None:
-        """Refuse a source on an address the server may not reach; an unresolvable host is accepted (see cache.admin)."""
-        host = host_of(source.split("/", 1)[0])
-        try:
-            if is_ip_literal(host):
-                addresses = [host]
-            else:
-                loop = asyncio.get_running_loop()
-                try:
-                    infos = await asyncio.wait_for(loop.getaddrinfo(host, None, type=socket.SOCK_STREAM), RESOLVE_TIMEOUT)
-                except (OSError, TimeoutError, UnicodeError):
-                    log.info("sync rule upstream %s does not resolve now; accepted, the guard checks every connection", host)
-                    return
-                addresses = [str(info[4][0]) for info in infos]
-            self.guard.check(host, addresses)
-        except PrivateTargetRefused as exc:
-            raise UpstreamNotAllowed(str(exc)) from None
-        except UpstreamRefused as exc:
-            log.info("sync rule upstream %s: %s", host, exc)
 
     # ---- running -------------------------------------------------------------------------------
 
@@ -329,7 +307,7 @@ class SyncService:
             )
             credentials = None
             if rule.credential_set is not None:
-                username, password = await self.credentials.credentials_for(rule.credential_set)
+                username, password = await self.cache.credentials_for(rule.credential_set)
                 credentials = Credentials(username, password)
             report = await self.engine.run(spec, credentials, run_id=run.id, previous_skipped=previous.skipped if previous else [])
         except Exception as exc:  # a bug, an undecryptable credential set, a rule that no longer validates

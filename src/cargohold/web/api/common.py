@@ -28,7 +28,7 @@ from ...auth.scopes import InvalidRule, Principal
 from ...auth.secrets import WeakPassword
 from ...auth.service import NAME_PATTERN, RESERVED_IDENTITY_NAMES, AuthService
 from ...cache import rules as cache_rules
-from ...cache.admin import CredentialSetMismatch, InvalidCredentialSet, UpstreamNotAllowed
+from ...cache.admin import CredentialSetMismatch, InvalidCredentialSet, TargetIsCached, UpstreamNotAllowed
 from ...oci.errors import RegistryError
 from ...store.cache import UnknownCredentialSet
 from ...store.identities import AlreadyExists, InUse, LastAdmin, UnknownScopeMap
@@ -198,6 +198,7 @@ _PROBLEMS: tuple[tuple[type[Exception], int, str], ...] = (
     (CredentialSetMismatch, 422, "CREDENTIAL_SET_MISMATCH"),
     (InvalidCredentialSet, 422, "INVALID_CREDENTIAL_SET"),
     (UpstreamNotAllowed, 422, "UPSTREAM_NOT_ALLOWED"),
+    (TargetIsCached, 409, "TARGET_IS_CACHE"),
 )
 
 

@@ -286,6 +286,7 @@ async def create_import(call: Call) -> web.Response:
         if not call.caller.may(target.repository, WRITE):
             await call.audit("import", str(target)[:100], "denied", {"source": body.source})
             raise ApiError(403, "Forbidden", f"{call.actor} may not write to {target.repository}", "DENIED")
+        await call.request.app[CACHE].admin.check_not_cached(target.repository)
     credentials = await _credentials(call, body, source)
     app = call.request.app
     importer = Importer(app[REGISTRY], app[SETTINGS])
@@ -336,7 +337,7 @@ OPERATIONS = [
             403: "The caller may not write to a target repository, or names a credential set without being an admin",
             502: "The source registry failed (unreachable, 5xx, or broke off); no target tag was set",
         },
-        conflict="a target tag points to another digest (use force)",
+        conflict="a target tag points to another digest (TARGET_EXISTS; use force), or a target is in a cache rule's namespace (TARGET_IS_CACHE)",
         description="Needs content/write on every target repository. 202 with wait=false. Failures: 404 source missing, "
         "409 target tag elsewhere, 422 bad input or credentials refused, 502 the source failed. No target tag is set "
         "unless everything was copied.",

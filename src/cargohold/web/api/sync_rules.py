@@ -289,7 +289,7 @@ OPERATIONS = [
     Operation("GET", "/sync-rules", list_rules, "listSyncRules", "List sync rules", "sync-rules", response=SyncRuleList),
     Operation(
         "POST", "/sync-rules", create_rule, "createSyncRule", "Create a sync rule", "sync-rules", status=201,
-        body=SyncRuleCreate, response=SyncRule, conflict="a sync rule with that name exists", action="sync_rule.create",
+        body=SyncRuleCreate, response=SyncRule, conflict="a sync rule with that name exists (ALREADY_EXISTS), or the target is in a cache rule's namespace (TARGET_IS_CACHE)", action="sync_rule.create",
         location=True,
         description="422 for a bad regex (INVALID_TAG_FILTER), semver range (INVALID_TAG_FILTER), interval or cron "
         "(INVALID_SCHEDULE), source or target (INVALID_SYNC_RULE), credential set, or a private upstream "
@@ -299,6 +299,7 @@ OPERATIONS = [
     Operation(
         "PATCH", "/sync-rules/{name}", update_rule, "updateSyncRule", "Change a sync rule", "sync-rules",
         body=SyncRuleUpdate, response=SyncRule, action="sync_rule.update",
+        conflict="the new target is in a cache rule's namespace (TARGET_IS_CACHE)",
     ),
     Operation(
         "DELETE", "/sync-rules/{name}", delete_rule, "deleteSyncRule", "Delete a sync rule and its run log",
