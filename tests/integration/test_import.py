@@ -456,6 +456,11 @@ def test_cli_import_and_status(server: Server, upstream: DockerRegistry, proxy: 
     assert refused.returncode == 1, (refused.stdout, refused.stderr)
     assert "error:" in refused.stderr and "MANIFEST_UNKNOWN" in " ".join(refused.stderr.split()), refused.stderr
     assert "SOURCE_NOT_FOUND" in refused.stderr, refused.stderr
+    # A failed import prints the job like `import status ID` does, then exits 1.
+    refused = cli("import", f"{proxy.host}/{unique('none')}:1", "--image", f"{target}:3", "--insecure", "--output", "json")
+    assert refused.returncode == 1 and "SOURCE_NOT_FOUND" in refused.stderr, (refused.stdout, refused.stderr)
+    failed_job = json.loads(refused.stdout)
+    assert failed_job["state"] == "failed" and failed_job["error_code"] == "SOURCE_NOT_FOUND", failed_job
 
     # --no-wait: the job id at once (JSON with --output json); the import goes on, and status follows it.
     started = cli("import", f"{proxy.host}/{src}:3", "--image", f"{unique('imp')}:3", "--insecure", "--no-wait", "--output", "json")

@@ -153,6 +153,59 @@ def test_repository_show_lists_tags_digests_and_provenance(
     assert missing.returncode == 1 and "error:" in missing.stderr, (missing.stdout, missing.stderr)
 
 
+def test_repository_tags_api_and_show_on_a_cache_namespace_make_no_upstream_request(
+    server: Server, upstream: DockerRegistry, proxy: UpstreamProxy, tmp_path: Path
+) -> None:
+    """``GET /repositories/tags`` (what ``repository show`` asks) answers from the local store: on a cache namespace,
+    the tags pulled so far, with no upstream request even past the rule's TTL."""
+    rule = f"pc{uuid.uuid4().hex[:8]}"
+    created = api(server, "POST", "/cache-rules", json={
+        "name": rule, "source": f"{proxy.host}/{rule}/*", "target": f"{rule}/*", "tag_ttl_seconds": 1, "insecure": True,
+    })
+    assert created.status_code == 201, created.text
+    pulled, _ = push_image(upstream.url, f"{rule}/app", "1")
+    for tag in ("2", "3"):
+        push_image(upstream.url, f"{rule}/app", tag)
+    got = requests.get(f"{server.url}/v2/{rule}/app/manifests/1", auth=admin(server), headers={"Accept": OCI_MANIFEST},
+                       timeout=TIMEOUT)
+    assert got.status_code == 200 and got.headers["Docker-Content-Digest"] == pulled, got.text
+    time.sleep(1.5)  # past the TTL: a manifest HEAD on the tag would revalidate upstream
+    proxy.reset()
+
+    answer = api(server, "GET", "/repositories/tags", params={"repository": f"{rule}/app"}).json()
+    assert [(t["tag"], t["digest"], t["provenance"]) for t in answer["tags"]] == [("1", pulled, None)], answer
+    assert answer["more_tags"] is False and answer["untagged_imports"] == []
+    shown = admin_cli(server, tmp_path, "repository", "show", f"{rule}/app", "--output", "json")
+    assert shown.returncode == 0, shown.stderr
+    assert [(r["tag"], r["digest"]) for r in json.loads(shown.stdout)["tags"]] == [("1", pulled)]
+    table = admin_cli(server, tmp_path, "repository", "show", f"{rule}/app")
+    assert table.returncode == 0 and pulled in table.stdout, (table.stdout, table.stderr)
+    assert proxy.counts() == 0, proxy.summary()
+
+
+def test_repository_tags_api_access_limit_and_unknown_repository(
+    server: Server, upstream: DockerRegistry, proxy: UpstreamProxy, tmp_path: Path
+) -> None:
+    src = unique("tags")
+    digest, _ = push_image(upstream.url, src, "1")
+    target = f"meta/{uuid.uuid4().hex[:10]}"
+    assert start_import(server, f"{proxy.host}/{src}:1", targets=[f"{target}:a", f"{target}:b", f"{target}:c"]).status_code == 201
+    assert start_import(server, f"{proxy.host}/{src}@{digest}", targets=[target]).status_code == 201
+    robot = make_robot(server, [{"repository": "meta/*", "actions": ["metadata/read"]}])
+    answer = api(server, "GET", "/repositories/tags", robot, params={"repository": target, "limit": 2}).json()
+    assert [t["tag"] for t in answer["tags"]] == ["a", "b"] and answer["more_tags"] is True, answer
+    assert all(t["digest"] == digest and t["provenance"]["source_digest"] == digest for t in answer["tags"])
+    assert [r["tag"] for r in answer["untagged_imports"]] == [None]
+    problem(api(server, "GET", "/repositories/tags", robot, params={"repository": "elsewhere/x"}), 403, "DENIED")
+    problem(api(server, "GET", "/repositories/tags", params={"repository": unique("never")}), 404, "NOT_FOUND")
+    problem(api(server, "GET", "/repositories/tags", params={"repository": "Not/Valid"}), 422, "VALIDATION_FAILED")
+    problem(api(server, "GET", "/repositories/tags", params={"repository": target, "limit": "0"}), 422, "VALIDATION_FAILED")
+    assert requests.get(f"{server.url}/api/v1/repositories/tags", params={"repository": target},
+                        timeout=TIMEOUT).status_code == 401
+    limited = admin_cli(server, tmp_path, "repository", "show", target, "--max-tags", "1")
+    assert limited.returncode == 0 and "More tags not shown" in limited.stderr, (limited.stdout, limited.stderr)
+
+
 # ---- jobs that outlive their worker ------------------------------------------------------------------
 
 

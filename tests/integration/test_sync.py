@@ -58,7 +58,20 @@ async def _ratelimit_remaining(proxy: UpstreamProxy, seen: Seen, arg: Any) -> we
         upstream.close()
 
 
-upstream, proxy, _clean_proxy = proxied_upstream("sync-upstream", faults={"ratelimit-remaining": _ratelimit_remaining})
+async def _tag_pages(proxy: UpstreamProxy, seen: Seen, arg: Any) -> web.StreamResponse:
+    """A tag list answered by the proxy: ``arg`` is ``(tags, endless)``; endless: every page links to a next one."""
+    tags, endless = arg
+    seen.status = 200
+    headers = {}
+    if endless:
+        page = int(seen.query.split("page=")[1]) if "page=" in seen.query else 0
+        headers["Link"] = f'<{seen.path}?page={page + 1}>; rel="next"'
+    return web.json_response({"name": seen.repo, "tags": tags}, headers=headers)
+
+
+upstream, proxy, _clean_proxy = proxied_upstream(
+    "sync-upstream", faults={"ratelimit-remaining": _ratelimit_remaining, "tag-pages": _tag_pages}
+)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
@@ -229,6 +242,60 @@ def test_429_with_retry_after_stops_the_run(server: Server, upstream: DockerRegi
     assert again["state"] == "succeeded" and sorted(c["tag"] for c in again["copied"]) == ["1", "2", "3"]
 
 
+def test_429_during_a_copy_is_not_waited_on_and_pushes_the_next_run_back(
+    server: Server, upstream: DockerRegistry, proxy: UpstreamProxy
+) -> None:
+    src, target = unique("src"), unique("mirror")
+    push_image(upstream.url, src, "1")
+    rule = create_rule(server, proxy, src, target, interval_seconds=5, enabled=False)
+    proxy.fail(("429", 1), kind="manifest", method="GET")  # the HEAD goes through, the copy's GET is refused
+    started = time.time()
+    record = run(server, rule["name"])
+    assert record["state"] == "partial" and record["copied"] == [], record
+    assert reasons(record)["1"].startswith("rate-limited while copying"), record["skipped"]
+    assert record["error"] == "stopped: the upstream rate-limited the run (retry after 1 s)", record
+    # Retry-After is not slept on inline (the importer's default would wait up to 2 s and retry).
+    assert proxy.counts(method="GET", kind="manifest") == 1, proxy.summary()
+    shown = ok(api(server, "GET", f"/sync-rules/{rule['name']}"))
+    assert datetime.fromisoformat(shown["next_run_at"]).timestamp() >= started + 0.9
+
+
+def test_listed_names_that_are_not_tags_are_dropped(server: Server, upstream: DockerRegistry, proxy: UpstreamProxy) -> None:
+    src, target = unique("src"), unique("mirror")
+    digest, _ = push_image(upstream.url, src, "1")
+    rule = create_rule(server, proxy, src, target, semver=">=1")
+    bad = ["../x", "a b", "-x", "9" * 5000, "é"]
+    proxy.fail(("tag-pages", (["1", *bad], False)), kind="tags")
+    record = run(server, rule["name"])
+    assert record["state"] == "succeeded" and [c["tag"] for c in record["copied"]] == ["1"], record
+    assert record["copied"][0]["digest"] == digest
+    dropped = {s["tag"]: s["reason"] for s in record["skipped"]}
+    assert set(dropped) == {t[:140] for t in bad} and set(dropped.values()) == {"filtered: not a valid tag name"}
+
+
+def test_the_tag_list_reads_at_most_half_the_budget(server: Server, proxy: UpstreamProxy) -> None:
+    src, target = unique("src"), unique("mirror")
+    rule = create_rule(server, proxy, src, target, request_budget=6)
+    proxy.fail(("tag-pages", ([], True)), kind="tags")  # pages without end
+    record = run(server, rule["name"])
+    assert proxy.counts(kind="tags") == 3, proxy.summary()
+    assert record["state"] == "partial" and record["requests_used"] == 3, record
+    assert record["skipped"] == [{"tag": "*", "reason": "tag list cut short: read 3 pages (at most half the request budget); "
+                                  "the tags on later pages were not looked at", "count": None}], record
+
+
+def test_listing_runs_caps_skipped_entries(server: Server, proxy: UpstreamProxy) -> None:
+    src, target = unique("src"), unique("mirror")
+    rule = create_rule(server, proxy, src, target, tag_regex="nothing")
+    proxy.fail(("tag-pages", ([f"t{i}" for i in range(120)], False)), kind="tags")
+    record = run(server, rule["name"])
+    assert len(record["skipped"]) == 120 and not record["skipped_truncated"] and record["counts"]["filtered"] == 120
+    listed = ok(api(server, "GET", f"/sync-rules/{rule['name']}/runs"))["runs"][0]
+    assert len(listed["skipped"]) == 50 and listed["skipped_truncated"] and listed["counts"]["filtered"] == 120
+    full = ok(api(server, "GET", f"/sync-rules/{rule['name']}/runs/{record['id']}"))
+    assert len(full["skipped"]) == 120 and not full["skipped_truncated"]
+
+
 def test_low_ratelimit_remaining_stops_the_run(server: Server, upstream: DockerRegistry, proxy: UpstreamProxy) -> None:
     src, target = unique("src"), unique("mirror")
     for tag in ("1", "2", "3"):
@@ -350,6 +417,10 @@ def test_non_admin_is_refused(server: Server, proxy: UpstreamProxy) -> None:
         ({"semver": ">=3 ||"}, "INVALID_TAG_FILTER", "empty alternative"),
         ({"cron": "61 * * * *"}, "INVALID_SCHEDULE", "minute 61"),
         ({"cron": "* * *"}, "INVALID_SCHEDULE", "5 fields"),
+        ({"cron": "² * * * *"}, "INVALID_SCHEDULE", "not a number"),  # str.isdigit takes it, int() does not
+        ({"cron": "*/² * * * *"}, "INVALID_SCHEDULE", "positive number"),
+        ({"tag_regex": "(a)\\1"}, "INVALID_TAG_FILTER", "not supported"),  # RE2: no backreferences
+        ({"tag_regex": "(?!rc).*"}, "INVALID_TAG_FILTER", "not supported"),  # nor lookaround
         ({"cron": "0 0 30 2 *"}, "INVALID_SCHEDULE", "no time that exists"),
         ({"cron": "0 3 * * *", "interval_seconds": 3600}, "INVALID_SCHEDULE", "not both"),
         ({"source": "docker.io/library/*"}, "INVALID_SYNC_RULE", "one repository"),
@@ -366,6 +437,21 @@ def test_bad_input_is_422(server: Server, proxy: UpstreamProxy, extra: dict[str,
     detail = problem(api(server, "POST", "/sync-rules", json=body), 422, code)["detail"]
     assert words in detail, detail
     problem(api(server, "GET", f"/sync-rules/{name}"), 404, "NOT_FOUND")  # nothing half-created
+
+
+def test_odd_run_ids_are_404(server: Server, proxy: UpstreamProxy) -> None:
+    rule = create_rule(server, proxy, unique("src"), unique("mirror"))
+    for raw in ("%C2%B2", "%D9%A3", "1%C2%B2", "0x1", "1234567890"):
+        problem(api(server, "GET", f"/sync-rules/{rule['name']}/runs/{raw}"), 404, "NOT_FOUND")
+    ok(api(server, "DELETE", f"/sync-rules/{rule['name']}"), 204)
+
+
+def test_a_bad_regex_is_refused_on_update_too(server: Server, proxy: UpstreamProxy) -> None:
+    rule = create_rule(server, proxy, unique("src"), unique("mirror"))
+    body = problem(api(server, "PATCH", f"/sync-rules/{rule['name']}", json={"tag_regex": "(?<=v)1"}), 422, "INVALID_TAG_FILTER")
+    assert "not supported" in body["detail"]
+    problem(api(server, "PATCH", f"/sync-rules/{rule['name']}", json={"cron": "0 ３ * * *"}), 422, "INVALID_SCHEDULE")
+    ok(api(server, "DELETE", f"/sync-rules/{rule['name']}"), 204)
 
 
 def test_update_conflicts_and_normalization(server: Server, proxy: UpstreamProxy) -> None:

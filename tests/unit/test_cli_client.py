@@ -28,6 +28,7 @@ from cargohold.cli.client import (
     ApiClient,
     ApiError,
     AuthenticationFailed,
+    CliError,
     Conflict,
     Credentials,
     InvalidRegistryUrl,
@@ -430,6 +431,23 @@ def test_reads_follow_redirects_and_keep_the_login_on_the_registry_only() -> Non
     finally:
         for stub in (here, elsewhere, same):
             stub.stop()
+
+
+@pytest.mark.parametrize("scheme", ["file", "data", "ftp"])
+def test_redirects_leave_http_and_https_only_as_an_error(scheme: str, tmp_path: Path) -> None:
+    body = b'{"schemaVersion":2,"mediaType":"' + OCI_MANIFEST.encode() + b'"}'
+    (tmp_path / "hop/v2/r/manifests").mkdir(parents=True)
+    (tmp_path / "hop/v2/r/manifests/1").write_bytes(body)  # what urllib's file: handler would read
+    target = {"file": f"file://{tmp_path}", "data": "data:,x", "ftp": "ftp://127.0.0.1:1"}[scheme]
+    stub = V2Stub(body, redirect_to=target)
+    try:
+        for call in (lambda c: c.manifest("r", "1"), lambda c: c.manifest_digest("r", "1"),
+                     lambda c: list(c.blob_chunks("r", digest_of(body))), lambda c: c.has_blob("r", digest_of(body))):
+            with pytest.raises(CliError) as caught:
+                call(RegistryClient(stub.url, ADMIN))
+            assert "only http and https redirects are followed" in str(caught.value)
+    finally:
+        stub.stop()
 
 
 def test_registry_client_unreachable() -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from servers import POSTGRES_URL, drop_postgres_schema_async
@@ -22,6 +24,9 @@ from cargohold.store.imports import (
 )
 from cargohold.store.migrate import migrate
 from cargohold.store.schema import import_jobs
+from cargohold.transfer import jobs as jobs_module
+from cargohold.transfer.importer import ImportFailed, ImportResult, Target
+from cargohold.transfer.jobs import ImportJobs, ImportRequest
 
 D1, D2, D3 = ("sha256:" + c * 64 for c in "123")
 
@@ -63,6 +68,7 @@ async def test_job_lifecycle(engine: AsyncEngine) -> None:
     created = await store.create(job_id(), "docker.io/library/alpine:3.20", ["library/alpine:3.20"], "alice")
     assert created.state == "running" and created.targets == ["library/alpine:3.20"] and created.bytes_total is None
     assert created.started_at.tzinfo is not None and created.finished_at is None
+    assert await store.get(created.id) == created  # the record create() builds is the row it wrote
 
     await store.progress(created.id, 100, 1, bytes_total=1000, blobs_total=3)
     await store.progress(created.id, 400, 2)  # totals stay once known
@@ -157,3 +163,93 @@ async def test_provenance_history_and_latest_per_tag(engine: AsyncEngine) -> Non
     assert [(r.tag, r.digest) for r in latest] == [(None, D3), ("1", D2), ("2", D1)]
     assert [(r.tag, r.digest) for r in await store.latest("team/app", "1")] == [("1", D2)]
     assert await store.latest("nothing/here") == [] and await store.history("nothing/here") == []
+
+
+# ---- the service over the store (transfer.jobs) --------------------------------------------------------
+
+
+def service(engine: AsyncEngine, store: ImportJobStore | None = None) -> ImportJobs:
+    return ImportJobs(Settings(), None, store or ImportJobStore(engine), ProvenanceStore(engine))  # type: ignore[arg-type]
+
+
+async def test_jobs_prune_at_most_once_per_interval(engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = ImportJobStore(engine)
+    calls = []
+
+    async def prune() -> int:
+        calls.append(1)
+        return 0
+
+    monkeypatch.setattr(store, "prune", prune)
+    jobs = service(engine, store)
+    for n in range(3):
+        await jobs.create(f"s/r:{n}", [Target("r", str(n))], "erin")
+    assert len(calls) == 1
+    assert jobs._pruned_at is not None
+    jobs._pruned_at -= jobs.prune_every + 1  # the interval has passed
+    created = await jobs.create("s/r:9", [Target("r", "9")], "erin")
+    assert len(calls) == 2 and created.targets == ["r:9"] and (await jobs.get(created.id)) == created
+
+
+class FakeImporter:
+    outcome: Any = None
+
+    def __init__(self, registry: Any, settings: Any) -> None:
+        pass
+
+    async def run(self, source: str, targets: list[Target], credentials: Any, **kwargs: Any) -> ImportResult:
+        kwargs["totals"](30, 3)
+        kwargs["progress"](10, 1)
+        if isinstance(FakeImporter.outcome, BaseException):
+            raise FakeImporter.outcome
+        return FakeImporter.outcome  # type: ignore[no-any-return]
+
+
+async def test_jobs_run_records_the_end_once_and_audits_each_target(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jobs_module, "Importer", FakeImporter)
+    jobs = service(engine)
+    audited: list[tuple[str, str]] = []
+
+    async def audit(target: Target, outcome: str, detail: dict[str, object]) -> None:
+        audited.append((str(target), outcome))
+
+    targets = [Target("r", "1"), Target("r", "2")]
+    FakeImporter.outcome = ImportResult(D1, 1, 3, 3, 30)
+    job = await jobs.create("s/r:1", targets, "erin")
+    assert await jobs.run(job, ImportRequest("s/r:1", targets, "erin"), audit) is None
+    done = await jobs.get(job.id)
+    assert done is not None and done.state == "succeeded" and done.source_digest == D1
+    assert (done.bytes_done, done.blobs_done, done.bytes_total, done.blobs_total) == (30, 3, 30, 3)
+    assert audited == [("r:1", "ok"), ("r:2", "ok")]
+
+    FakeImporter.outcome = ImportFailed("the source broke off", code="SOURCE_FAILED")
+    job = await jobs.create("s/r:1", targets, "erin")
+    failure = await jobs.run(job, ImportRequest("s/r:1", targets, "erin"))
+    assert failure is FakeImporter.outcome
+    failed = await jobs.get(job.id)
+    assert failed is not None and (failed.state, failed.error, failed.error_code) == (
+        "failed", "the source broke off", "SOURCE_FAILED")
+    assert (failed.bytes_done, failed.blobs_done, failed.bytes_total, failed.blobs_total) == (10, 1, 30, 3)
+
+
+async def test_a_failed_import_whose_end_cannot_be_recorded_logs_the_real_error(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(jobs_module, "Importer", FakeImporter)
+    store = ImportJobStore(engine)
+    jobs = service(engine, store)
+    job = await jobs.create("s/r:1", [Target("r", "1")], "erin")
+
+    async def finish(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("the database is gone")
+
+    monkeypatch.setattr(store, "finish", finish)
+    FakeImporter.outcome = ImportFailed("manifest unknown upstream", status=404, code="SOURCE_NOT_FOUND")
+    with caplog.at_level(logging.ERROR, logger="cargohold.transfer"):
+        failure = await jobs.run(job, ImportRequest("s/r:1", [Target("r", "1")], "erin"))
+    assert failure is FakeImporter.outcome  # the caller still answers with the import's own failure
+    [record] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert "SOURCE_NOT_FOUND" in record.getMessage() and "manifest unknown upstream" in record.getMessage()
+    assert record.exc_info is not None and "the database is gone" in str(record.exc_info[1])

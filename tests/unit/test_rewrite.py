@@ -439,7 +439,7 @@ def test_precedence_map_then_sync_then_cache_rule() -> None:
         assert found is not None and (found.local, found.via) == ("base/alpine", "sync rule alpine"), text
     # a cache rule still serves what no sync rule copies
     assert rewriter.mapping(Reference.parse("busybox:1.36")).via == "cache rule hub"  # type: ignore[union-attr]
-    assert rewriter.local_name(Reference.parse("docker.io/library/alpine-extra:1")) == "hub/alpine-extra"
+    assert rewriter.mapping(Reference.parse("docker.io/library/alpine-extra:1")).local == "hub/alpine-extra"  # type: ignore[union-attr]
     # two sync rules from one source: the first by name, the other named in the note
     found = rewriter.mapping(Reference.parse("gcr.io/distroless/static:nonroot"))
     assert found is not None and found.local == "base/static" and "static-b (→ mirror/static)" in found.note
@@ -460,6 +460,17 @@ def test_dockerfile_default_word_and_arg_default_are_both_rewritten() -> None:
     assert result.text == (f"ARG BASE={HOST}/hub/alpine:3.20@{A}\nFROM ${{BASE:-{HOST}/hub/busybox:1.36@{A}}} AS a\n"
                            "FROM ${BASE} AS b\nFROM ${NONE:-a}\nFROM ${NONE-scratch}\n")
     assert [f.text for f in result.findings if f.status == "rewritten"] == ["busybox:1.36", "alpine:3.20"]  # the ARG once
+
+
+def test_dockerfile_empty_arg_default_is_no_finding() -> None:
+    text = "ARG BASE=\nFROM ${BASE-alpine:3.20} AS a\nFROM ${BASE:-busybox:1.36} AS b\nFROM ${BASE}\n"
+    result = rewrite_dockerfile(text, rw())
+    assert result.text == f"ARG BASE=\nFROM ${{BASE-{HOST}/hub/alpine:3.20}} AS a\nFROM ${{BASE:-{HOST}/hub/busybox:1.36}} AS b\nFROM ${{BASE}}\n"
+    assert all(f.text for f in result.findings), result.findings
+    assert [(f.text, f.status) for f in result.findings] == [
+        ("alpine:3.20", "rewritten"), ("busybox:1.36", "rewritten"), ("${BASE}", "skipped")]
+    assert result.findings[-1].note == "$BASE's ARG default is empty"
+    assert not result.errors
 
 
 def test_a_server_without_sync_rules_is_fine() -> None:

@@ -90,3 +90,15 @@ def test_schedule_build() -> None:
         Schedule.build(30, None)
     with pytest.raises(InvalidSchedule, match="not both"):
         Schedule.build(60, "* * * * *")
+
+
+@pytest.mark.parametrize("expr", ["² * * * *", "*/² * * * *", "1-² * * * *", "0 ３ * * *", "0 0 * * ٣"])
+def test_non_ascii_digits_are_invalid_not_a_crash(expr: str) -> None:
+    with pytest.raises(InvalidSchedule, match="not a number|positive number"):
+        Cron.parse(expr)
+
+
+@pytest.mark.parametrize("text", ["²", "1²h", "9999999999"])
+def test_parse_interval_refuses_odd_digits(text: str) -> None:
+    with pytest.raises(InvalidSchedule):
+        parse_interval(text)

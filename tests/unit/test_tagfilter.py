@@ -122,3 +122,54 @@ def test_reject_reasons_name_the_filter() -> None:
     assert f.reject("edge") == "filtered: not a version (semver range '>=3.19 <4')"
     assert f.reject("3.18") == "filtered: outside semver range '>=3.19 <4'"
     assert f.reject("3.19") is None
+
+
+# ---- review fixes: RE2, prereleases only when written, hostile tags ---------------------------------
+
+
+def test_regex_runs_in_linear_time() -> None:
+    import time
+
+    pathological = TagFilter.build(regex="(a+)+b")  # catastrophic backtracking in a backtracking engine
+    started = time.monotonic()
+    assert pathological.reject("a" * 128) is not None
+    assert pathological.passes("a" * 127 + "b")
+    assert time.monotonic() - started < 0.5
+
+
+@pytest.mark.parametrize("regex", [r"(a)\1", r"(?P<x>a)(?P=x)", r"(?=3)3\..*", r"(?!rc).*", r"(?<=v)1", r"(?<!v)1"])
+def test_regex_features_re2_lacks_are_refused_clearly(regex: str) -> None:
+    with pytest.raises(InvalidTagFilter, match="does not compile.*not supported"):
+        TagFilter.build(regex=regex)
+
+
+def test_regex_still_matches_the_whole_tag() -> None:
+    f = TagFilter.build(regex=r"3\.19")
+    assert f.passes("3.19") and not f.passes("3.19.1") and not f.passes("x3.19")
+
+
+@pytest.mark.parametrize(
+    ("range_", "tag", "passes"),
+    [
+        (">3.18", "3.19.0", True),
+        (">3.18", "3.19-alpine", False),  # >3.18 is >=3.19.0-0: that -0 is no prerelease the user named
+        (">3.18", "3.19.0-rc1", False),
+        ("<=3.18", "3.19.0-0", False),
+        ("3.19", "3.19.0-rc1", False),
+        ("^1.2", "1.3.0-rc1", False),
+        ("~1.2", "1.2.5-beta", False),
+        ("<4", "4.0.0-rc1", False),
+        (">=3.19.0-rc1 <4", "3.19.0-rc2", True),  # written by the user: counts
+        (">3.18 <=3.19.0-rc5", "3.19.0-rc2", True),
+        (">3.18 <=3.19.0-rc5", "3.19-alpine", True),  # 3.19.0-alpine: a prerelease of the release named
+    ],
+)
+def test_only_prereleases_the_user_wrote_count(range_: str, tag: str, passes: bool) -> None:
+    assert SemverRange.parse(range_).matches(tag) is passes
+
+
+def test_huge_numbers_are_not_versions() -> None:
+    assert Version.parse("9" * 5000) is None
+    assert Version.parse("1." + "9" * 40) is None
+    f = TagFilter.build(semver=">=1")
+    assert f.reject("9" * 5000) == "filtered: not a version (semver range '>=1')"

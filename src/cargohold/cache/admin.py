@@ -297,7 +297,7 @@ class CacheAdmin:
             raise UnknownCredentialSet(f"credential set {name!r} does not exist")
         if record.login_server != registry:
             raise CredentialSetMismatch(
-                f"credential set {record.name!r} is for {record.login_server}, but the rule's source is on "
+                f"credential set {record.name!r} is for {record.login_server}, but the source is on "
                 f"{registry}: credentials are only sent to their own login server"
             )
 

@@ -9,8 +9,10 @@ headers, verify the same way and fail with the same exception classes
 for no answer).
 
 Redirects: GET and HEAD follow them (a registry may send blob reads to a CDN
-or object store), sending the ``Authorization`` header only when the redirect
-stays on the registry's own scheme and host:port; other methods never follow.
+or object store), to http and https URLs only (a redirect to ``file:``,
+``ftp:``, ``data:`` or any other scheme is an error), sending the
+``Authorization`` header only when the redirect stays on the registry's own
+scheme and host:port; other methods never follow.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ TIMEOUT = 300.0  # a manifest on a cold cache waits for the upstream; a blob str
 MAX_MANIFEST = 4 * 1024 * 1024
 MAX_REDIRECTS = 5
 _REDIRECTS = (301, 302, 303, 307, 308)
+_SCHEMES = ("http", "https")  # what a redirect may lead to (urllib's default opener also reads file:, ftp:, data:)
 
 
 def path_name(name: str) -> str:
@@ -83,6 +86,10 @@ class RegistryClient:
             if exc.code in _REDIRECTS and method in ("GET", "HEAD") and location and hops < MAX_REDIRECTS:
                 exc.close()
                 target = urllib.parse.urljoin(url, location)
+                scheme = urllib.parse.urlsplit(target).scheme.lower()
+                if scheme not in _SCHEMES:
+                    raise CliError(f"{method} {url}: the registry redirects to a {scheme or 'relative'}: URL; "
+                                   "only http and https redirects are followed")
                 same = urllib.parse.urlsplit(target)[:2] == urllib.parse.urlsplit(self.registry)[:2]
                 return self.open(method, target, headers, data, auth=auth and same, hops=hops + 1)
             return exc

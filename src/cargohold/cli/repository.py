@@ -1,10 +1,11 @@
 """``cargohold repository list`` and ``cargohold repository show NAME``: what a repository holds and where it came from.
 
-``show`` lists the tags (``/v2/NAME/tags/list``), resolves each to its digest
-with a manifest HEAD, and puts next to it the tag's provenance — source,
-source digest, when, who, via import or sync — from ``GET /api/v1/provenance``.
-A tag pushed (or moved) after its import shows the import as ``earlier``:
-the provenance describes a digest the tag no longer names.
+``show`` asks the server once (``GET /api/v1/repositories/tags``) for the
+repository's local tags, each with its digest and its provenance — source,
+source digest, when, who, via import or sync. The server answers from its own
+store: on a cache namespace that is the tags pulled so far, and no request
+goes upstream. A tag pushed (or moved) after its import shows the import as
+``earlier``: the provenance describes a digest the tag no longer names.
 
 Conventions as in ``access.py``: results on stdout (JSON with ``--output json``),
 messages on stderr; exit 1 the server refused, 2 bad usage or unreachable.
@@ -29,29 +30,12 @@ from .access import (
     stdout,
     when,
 )
-from .client import DEFAULT_REGISTRY, ApiClient, ApiError, quote
+from .client import DEFAULT_REGISTRY
 
-PROVENANCE = "/api/v1/provenance"
-MAX_TAGS = 200  # manifest HEADs per `show` by default: a cache namespace may list thousands of upstream tags
+TAGS = "/api/v1/repositories/tags"
+MAX_TAGS = 200  # tags per `show` by default (the server allows 1000 at most)
 
 app = _typer("Look at repositories: their tags, digests and where imported tags came from.")
-
-
-def _path(name: str) -> str:
-    """A repository name in a /v2 path: its slashes stay, anything else is quoted."""
-    return "/".join(quote(part) for part in name.split("/"))
-
-
-def _digest(client: ApiClient, name: str, tag: str) -> str | None:
-    """The digest a tag names, by a manifest HEAD over /v2 with the CLI's credentials; None if it vanished."""
-    from .registry_client import RegistryClient
-
-    try:
-        return RegistryClient(client.registry, client.credentials).manifest_digest(name, tag)
-    except ApiError as exc:
-        if exc.status == 404:
-            return None
-        raise
 
 
 def _provenance(record: dict[str, Any] | None, digest: str | None) -> dict[str, str]:
@@ -72,26 +56,25 @@ def _provenance(record: dict[str, Any] | None, digest: str | None) -> dict[str, 
 @app.command("show")
 def show(
     name: Annotated[str, typer.Argument(metavar="NAME", help="a repository, e.g. library/alpine")],
-    max_tags: Annotated[int, typer.Option("--max-tags", min=1, help="resolve at most this many tags (one HEAD each)")] = MAX_TAGS,
+    max_tags: Annotated[int, typer.Option("--max-tags", min=1, max=1000, help="show at most this many tags")] = MAX_TAGS,
     registry: RegistryOpt = DEFAULT_REGISTRY,
     output: OutputOpt = Output.table,
 ) -> None:
-    """Show a repository's tags with their digests, and each tag's provenance (source, source digest, when, who, via)."""
+    """Show a repository's local tags with their digests, and each tag's provenance (source, source digest, when, who, via).
+
+    One request; the server answers from its own store (on a cache namespace: the tags pulled so far).
+    """
     with session(registry) as client:
-        listed = client.get(f"/v2/{_path(name)}/tags/list")
-        tags = sorted(str(t) for t in (listed.get("tags") or [])) if isinstance(listed, dict) else []
-        records = client.get(PROVENANCE, {"repository": name, "latest": "true"}) or []
-        latest = {r.get("tag"): r for r in records if isinstance(r, dict)}
-        shown = tags[:max_tags]
-        with err.status(f"resolving {len(shown)} tag(s)…"):
-            digests = {tag: _digest(client, name, tag) for tag in shown}
+        answer = client.get(TAGS, {"repository": name, "limit": str(max_tags)})
+    answer = answer if isinstance(answer, dict) else {}
     rows = [
-        {"tag": tag, "digest": digests[tag], "provenance": latest.get(tag)}
-        for tag in shown
+        {"tag": str(r.get("tag", "")), "digest": r.get("digest"), "provenance": r.get("provenance")}
+        for r in answer.get("tags") or [] if isinstance(r, dict)
     ]
-    untagged = [r for t, r in latest.items() if t is None]
+    untagged = [r for r in answer.get("untagged_imports") or [] if isinstance(r, dict)]
+    more = bool(answer.get("more_tags"))
     if output is Output.json:
-        print_json({"repository": name, "tags": rows, "more_tags": len(tags) - len(shown), "untagged_imports": untagged})
+        print_json({"repository": name, "tags": rows, "more_tags": more, "untagged_imports": untagged})
         return
     table = _table("TAG", "DIGEST", "SOURCE", "SOURCE DIGEST", "IMPORTED", "BY", "VIA")
     for row in rows:
@@ -103,8 +86,8 @@ def show(
         table.add_row("(by digest)", str(record.get("digest", "")), escape(p["source"]), p["source digest"], p["imported"],
                       escape(p["by"]), escape(p["via"]))
     stdout().print(table)
-    if len(tags) > len(shown):
-        err.print(f"{len(tags) - len(shown)} more tag(s) not shown; raise --max-tags to see them.")
+    if more:
+        err.print("More tags not shown; raise --max-tags to see them.")
     if not rows and not untagged:
         err.print(f"{escape(name)} has no tags.")
 

@@ -9,13 +9,13 @@ the server could not be reached.
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Optional
 
 import typer
 from rich.markup import escape
 from rich.text import Text
 
+from ..transfer.schedule import InvalidSchedule, parse_interval
 from .access import Output, OutputOpt, RegistryOpt, _details, _public, _show, _table, _typer, _yes, err, fail, print_json, session, stdout, when
 from .client import DEFAULT_REGISTRY, _items, quote
 
@@ -25,7 +25,6 @@ RULES = "/api/v1/sync-rules"
 RUN_TIMEOUT = 3600.0  # a run now is answered when it is done: copies may take a while
 SHOWN_ENTRIES = 50  # skipped entries printed per run (the rest: --output json)
 
-_DURATION = re.compile(r"([0-9]{1,9})\s*([smhd]?)")
 NameArg = Annotated[str, typer.Argument(help="sync rule name")]
 
 
@@ -100,10 +99,10 @@ def _interval(value: str | None) -> int | None:
     """``90``, ``90s``, ``15m``, ``1h``, ``1d`` → seconds (the server enforces its minimum)."""
     if value is None:
         return None
-    m = _DURATION.fullmatch(value.strip().lower())
-    if m is None:
-        raise typer.BadParameter(f"{value!r} is not SECONDS or a number ending in s, m, h or d (e.g. 1h)", param_hint="--interval")
-    return int(m[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m[2]]
+    try:
+        return parse_interval(value)
+    except InvalidSchedule:
+        raise typer.BadParameter(f"{value!r} is not SECONDS or a number ending in s, m, h or d (e.g. 1h)", param_hint="--interval") from None
 
 
 @sync_rule_app.command("create")

@@ -4,9 +4,11 @@ The server does the copying (``POST /api/v1/imports``); the CLI only asks and
 reports. It starts the import as a job (``wait: false``) and polls
 ``GET /api/v1/imports/{id}``, drawing a progress bar on stderr; ``--no-wait``
 prints the job id at once. Conventions as in ``access.py``: results on stdout
-(or the API's JSON with ``--output json``), messages on stderr; exit 0 done, 1
-the server refused or the import failed (its error is printed), 2 bad usage or
-the server could not be reached.
+(or the API's JSON with ``--output json``), messages on stderr. Exit codes: 0
+done; 1 the server refused, or the import failed (the job is printed on stdout
+as by ``import status ID``, its error on stderr); 2 bad usage or the server
+could not be reached; 130 Ctrl-C while following (the import goes on on the
+server; ``import status ID`` shows it).
 
 ``import`` takes a positional SOURCE, so ``status`` cannot be a real typer
 subcommand; instead SOURCE ``status`` followed by an ID asks for a job
@@ -111,7 +113,8 @@ def import_image(
 ) -> None:
     """Copy an image, index or artifact from another registry into this one, on the server: every platform, referrers included.
 
-    The CLI follows the import with a progress bar and exits 1 if it fails; --no-wait prints the job id instead.
+    The CLI follows the import with a progress bar; if it fails, the job is printed and the exit code is 1.
+    Ctrl-C stops following (exit 130), not the import. --no-wait prints the job id instead.
     `cargohold import status ID` shows a job (state, bytes and blobs done, the error if it failed).
     With oci-layout:DIR (or --from-layout DIR) the CLI itself reads the layout and pushes it over /v2.
     """
@@ -155,7 +158,8 @@ def import_image(
             _show(job, output)
             return
         job = _follow(client, job, source)
-    if job.get("state") != "succeeded":
+    if job.get("state") != "succeeded":  # like `import status ID`: the job on stdout, then exit 1
+        _show(job, output)
         code = f" ({job['error_code']})" if job.get("error_code") else ""
         raise fail(f"import {job_id} failed{code}: {job.get('error') or 'no reason given'}")
     targets = ", ".join(str(t) for t in (job.get("targets") or []))

@@ -59,6 +59,17 @@ class ManifestService:
         self._cache.put(repository, reference, manifest, generation)
         return manifest
 
+    async def digest_of(self, repository: str, tag: str) -> str | None:
+        """The digest ``tag`` names in ``repository``, from metadata alone; None when either does not exist.
+
+        Reads no manifest bytes and leaves the manifest cache alone (for sync's "is this tag current?").
+        """
+        validate_name(repository)
+        if not is_valid_tag(tag):
+            return None
+        record = await self._s.metadata.resolve(repository, tag, False)
+        return record.digest if record else None
+
     async def put(
         self,
         repository: str,

@@ -94,6 +94,15 @@ def _credential_set(row: Any) -> CredentialSetRecord:
     )
 
 
+async def check_credential_set(conn: AsyncConnection, name: str | None) -> None:
+    """Inside a rule's write (cache or sync rule): the named set exists, so the foreign key cannot fail as a 500."""
+    if name is None:
+        return
+    found = (await conn.execute(select(credential_sets.c.id).where(credential_sets.c.name == name))).first()
+    if found is None:
+        raise UnknownCredentialSet(f"credential set {name!r} does not exist")
+
+
 class CacheConfigStore(SqlStore):
     # ---- rules ---------------------------------------------------------------------------------
 
@@ -110,7 +119,7 @@ class CacheConfigStore(SqlStore):
         at = now()
         try:
             async with self._write() as conn:
-                await self._check_credential_set(conn, values.get("credential_set"))
+                await check_credential_set(conn, values.get("credential_set"))
                 await conn.execute(insert(cache_rules).values(name=name, created_at=at, updated_at=at, **values))
         except IntegrityError:
             raise AlreadyExists(f"a cache rule named {name!r} or with target {values.get('target')!r} already exists") from None
@@ -122,7 +131,7 @@ class CacheConfigStore(SqlStore):
         try:
             async with self._write() as conn:
                 if "credential_set" in values:
-                    await self._check_credential_set(conn, values["credential_set"])
+                    await check_credential_set(conn, values["credential_set"])
                 result = await conn.execute(
                     update(cache_rules).where(cache_rules.c.name == name).values(updated_at=now(), **values)
                 )
@@ -135,14 +144,6 @@ class CacheConfigStore(SqlStore):
     async def delete_rule(self, name: str) -> bool:
         async with self._write() as conn:
             return (await conn.execute(delete(cache_rules).where(cache_rules.c.name == name))).rowcount > 0
-
-    @staticmethod
-    async def _check_credential_set(conn: AsyncConnection, name: str | None) -> None:
-        if name is None:
-            return
-        found = (await conn.execute(select(credential_sets.c.id).where(credential_sets.c.name == name))).first()
-        if found is None:
-            raise UnknownCredentialSet(f"credential set {name!r} does not exist")
 
     # ---- credential sets -----------------------------------------------------------------------
 

@@ -73,12 +73,8 @@ class ImportJobRecord:
 
 
 def _job(row: Any) -> ImportJobRecord:
-    try:
-        targets = json.loads(row.targets)
-    except ValueError:
-        targets = []
     return ImportJobRecord(
-        row.id, row.state, row.source, row.source_digest, [str(t) for t in targets] if isinstance(targets, list) else [],
+        row.id, row.state, row.source, row.source_digest, json.loads(row.targets),  # written by create(): a list of str
         row.requested_by, row.bytes_done, row.blobs_done, row.bytes_total, row.blobs_total, row.error, row.error_code,
         aware(row.started_at), aware(row.updated_at), aware(row.finished_at),  # type: ignore[arg-type]
     )
@@ -91,15 +87,17 @@ class ImportJobStore(SqlStore):
 
     async def create(self, job_id: str, source: str, targets: list[str], requested_by: str) -> ImportJobRecord:
         at = _now()
+        job = ImportJobRecord(
+            job_id, RUNNING, source[:1000], None, [str(t) for t in targets], requested_by[:255], 0, 0, None, None,
+            None, None, at, at, None,
+        )
         async with self._write() as conn:
             await conn.execute(insert(import_jobs).values(
-                id=job_id, state=RUNNING, source=source[:1000], source_digest=None, targets=json.dumps(targets),
-                requested_by=requested_by[:255], bytes_done=0, blobs_done=0, bytes_total=None, blobs_total=None,
+                id=job.id, state=job.state, source=job.source, source_digest=None, targets=json.dumps(job.targets),
+                requested_by=job.requested_by, bytes_done=0, blobs_done=0, bytes_total=None, blobs_total=None,
                 error=None, error_code=None, started_at=at, updated_at=at, finished_at=None,
             ))
-        found = await self.get(job_id)
-        assert found is not None
-        return found
+        return job
 
     async def progress(
         self, job_id: str, bytes_done: int, blobs_done: int, *, bytes_total: int | None = None, blobs_total: int | None = None

@@ -1,8 +1,9 @@
 """Sync rules and their runs: the table rows, the lease that lets one worker run a rule, the run log.
 
-The lease is the only coordination between workers and replicas: a worker
-owns a rule while ``lease_owner`` is its id and ``lease_until`` is in the
-future. Claiming is one conditional UPDATE (``… WHERE name = ? AND
+The lease is the only coordination between workers and replicas: a run
+owns a rule while ``lease_owner`` is its claim's token (one per claim, not
+per worker, so a worker's old run cannot renew or release its next one's
+lease) and ``lease_until`` is in the future. Claiming is one conditional UPDATE (``… WHERE name = ? AND
 (lease_until IS NULL OR lease_until < now)``), atomic on SQLite and
 PostgreSQL alike, so two workers never both win; a crashed worker's lease
 simply runs out. Writes here do not bump the cache generation: nothing in a
@@ -17,13 +18,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy import and_, delete, exists, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from .cache import UnknownCredentialSet
+from .cache import UnknownCredentialSet, check_credential_set
 from .db import SqlStore
 from .identities import AlreadyExists, aware
-from .schema import credential_sets, sync_rules, sync_runs
+from .schema import sync_rules, sync_runs
 
 __all__ = ["AlreadyExists", "RunRecord", "SyncRuleRecord", "SyncStore", "UnknownCredentialSet"]
 
@@ -118,7 +119,7 @@ class SyncStore(SqlStore):
         row = _values(values)
         try:
             async with self._write() as conn:
-                await self._check_credential_set(conn, row.get("credential_set"))
+                await check_credential_set(conn, row.get("credential_set"))
                 await conn.execute(
                     insert(sync_rules).values(name=name, created_by=created_by, created_at=at, updated_at=at, **row)
                 )
@@ -132,7 +133,7 @@ class SyncStore(SqlStore):
         row = _values(values)
         async with self._write() as conn:
             if "credential_set" in row:
-                await self._check_credential_set(conn, row["credential_set"])
+                await check_credential_set(conn, row["credential_set"])
             result = await conn.execute(update(sync_rules).where(sync_rules.c.name == name).values(updated_at=now(), **row))
             if result.rowcount == 0:
                 return None
@@ -148,14 +149,6 @@ class SyncStore(SqlStore):
         async with self._read() as conn:
             query = select(sync_rules.c.name).where(sync_rules.c.credential_set == credential_set)
             return sorted((await conn.execute(query)).scalars().all())
-
-    @staticmethod
-    async def _check_credential_set(conn: Any, name: str | None) -> None:
-        if name is None:
-            return
-        found = (await conn.execute(select(credential_sets.c.id).where(credential_sets.c.name == name))).first()
-        if found is None:
-            raise UnknownCredentialSet(f"credential set {name!r} does not exist")
 
     # ---- schedule and lease --------------------------------------------------------------------
 
@@ -197,19 +190,23 @@ class SyncStore(SqlStore):
             )
             return result.rowcount == 1
 
-    async def release(self, name: str, owner: str, next_run_at: datetime | None, *, keep_schedule: bool = False) -> None:
-        """Give the lease back and set when the rule runs next (unless ``keep_schedule``)."""
+    async def release(
+        self, name: str, owner: str, next_run_at: datetime | None, *, keep_schedule: bool = False,
+        updated_at: datetime | None = None,
+    ) -> bool:
+        """Give the lease back and set when the rule runs next (unless ``keep_schedule``); whether it was done.
+
+        With ``updated_at``, only if the rule has not changed since (the next run time was computed from
+        that version of the rule): False then, and the lease is still held, so the caller can recompute."""
         values: dict[str, Any] = {"lease_owner": None, "lease_until": None}
         if not keep_schedule:
             values["next_run_at"] = next_run_at
+        condition = and_(sync_rules.c.name == name, sync_rules.c.lease_owner == owner)
+        if updated_at is not None:
+            condition = and_(condition, sync_rules.c.updated_at == updated_at)
         async with self._write() as conn:
-            await conn.execute(
-                update(sync_rules).where(sync_rules.c.name == name, sync_rules.c.lease_owner == owner).values(**values)
-            )
-
-    async def set_next_run(self, name: str, at: datetime | None) -> None:
-        async with self._write() as conn:
-            await conn.execute(update(sync_rules).where(sync_rules.c.name == name).values(next_run_at=at))
+            result = await conn.execute(update(sync_rules).where(condition).values(**values))
+            return result.rowcount == 1
 
     # ---- runs ----------------------------------------------------------------------------------
 
@@ -256,11 +253,29 @@ class SyncStore(SqlStore):
             query = select(sync_runs).where(sync_runs.c.rule == rule).order_by(sync_runs.c.id.desc()).limit(limit)
             return [_run(r) for r in await conn.execute(query)]
 
-    async def fail_abandoned_runs(self, rule: str) -> None:
-        """Runs left ``running`` by a worker that died: failed, so the log does not show them running forever."""
+    async def last_run(self, rule: str, states: tuple[str, ...]) -> RunRecord | None:
+        """The rule's newest run in one of ``states``."""
+        query = (
+            select(sync_runs).where(sync_runs.c.rule == rule, sync_runs.c.state.in_(states))
+            .order_by(sync_runs.c.id.desc()).limit(1)
+        )
+        async with self._read() as conn:
+            row = (await conn.execute(query)).first()
+        return _run(row) if row else None
+
+    async def fail_abandoned_runs(self, rule: str, *, unless_leased: bool = False) -> int:
+        """Runs left ``running`` by a worker that died: failed, so the log does not show them running forever.
+
+        ``unless_leased``: only when nobody holds the rule's lease now (for readers, who hold no lease:
+        a run in progress keeps its lease alive). How many runs were marked."""
+        condition = and_(sync_runs.c.rule == rule, sync_runs.c.state == "running")
+        at = now()
+        if unless_leased:
+            live = exists().where(sync_rules.c.name == rule, sync_rules.c.lease_until.is_not(None), sync_rules.c.lease_until >= at)
+            condition = and_(condition, ~live)
         async with self._write() as conn:
-            await conn.execute(
-                update(sync_runs)
-                .where(sync_runs.c.rule == rule, sync_runs.c.state == "running")
-                .values(state="failed", finished_at=now(), error="the worker running it stopped (lease expired)")
+            result = await conn.execute(
+                update(sync_runs).where(condition)
+                .values(state="failed", finished_at=at, error="the worker running it stopped (lease expired)")
             )
+            return result.rowcount

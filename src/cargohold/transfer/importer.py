@@ -38,11 +38,12 @@ and why through ``run``'s keyword arguments; a failed copy records nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -50,7 +51,7 @@ from typing import Any
 from ..config import Settings
 from ..oci import mediatypes as mt
 from ..oci.digest import Digest, new_hasher
-from ..oci.errors import BlobUnknown, ManifestUnknown, RegistryError
+from ..oci.errors import BlobUnknown, RegistryError
 from ..oci.manifest import parse_manifest
 from ..oci.reference import Reference
 from ..registry.service import Registry
@@ -70,6 +71,7 @@ from ..upstream.http import guarded_session
 log = logging.getLogger("cargohold.transfer")
 
 PARALLEL_BLOBS = 4
+PLATFORM_PATTERN = r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$"  # os/arch[/variant], as the APIs accept a platform
 Progress = Callable[[int, int], None]  # (bytes fetched so far, blobs done so far)
 Totals = Callable[[int, int], None]  # (bytes to fetch at most, blobs to copy): called once, when the plan is known
 
@@ -80,12 +82,15 @@ class ImportFailed(Exception):
     status = 502
     code = "SOURCE_FAILED"
 
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, status: int | None = None, code: str | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         if status is not None:
             self.status = status
         if code is not None:
             self.code = code
+        self.retry_after = retry_after  # seconds, for SOURCE_RATE_LIMITED when the source sent Retry-After
 
 
 class TargetConflict(ImportFailed):
@@ -171,6 +176,8 @@ class Importer:
         via: str = "import",
         job: str | None = None,
         observer: UpstreamObserver | None = None,
+        client: UpstreamClient | None = None,
+        max_retry_after: float | None = None,
     ) -> ImportResult:
         """Copy ``source_ref`` to every target; on success record one provenance row per target.
 
@@ -178,6 +185,12 @@ class Importer:
         "rule#run") go into the provenance; ``observer`` sees every request to the source
         (a sync rule counts its request budget with it). ``totals`` is called once the graph is
         known, with the bytes and blobs an import fetches at most (blobs already held count too).
+
+        ``client``: an open client for the source's registry to use (a sync run's: one session and
+        token cache for the whole run; it carries its own credentials, observer and retry policy,
+        so ``credentials``, ``insecure``, ``observer`` and ``max_retry_after`` are then unused).
+        Otherwise a client of its own is made; ``max_retry_after`` (default 2 s) is the longest
+        ``Retry-After`` it sleeps on inline before failing with SOURCE_RATE_LIMITED.
         """
         try:
             source = Reference.parse(source_ref)
@@ -186,16 +199,13 @@ class Importer:
             raise InvalidImport(f"{source_ref[:200]!r} is not an image reference: {exc}") from None
         if not targets:
             raise InvalidImport("no target repository")
+        if client is not None and client.endpoint.registry != endpoint.registry:
+            raise InvalidImport(f"{source_ref[:200]!r} is not on {client.endpoint.registry}, the client's registry")
         current = {t: await self._tag_digest(t) for t in targets}
-        keepalive = max(1.0, min(15.0, self.settings.upstream_timeout_seconds / 2))
-        async with guarded_session(self.settings, limit=32, keepalive_timeout=keepalive) as session:
-            client = UpstreamClient(
-                session, endpoint, credentials, observer=observer,
-                retries=self.settings.upstream_retries, timeout=self.settings.upstream_timeout_seconds,
-            )
+        async with self._client(client, endpoint, credentials, observer, max_retry_after) as upstream:
             where = f"{source.registry}/{source.repository}"
             try:
-                plan = await self._plan(client, source, platforms)
+                plan = await self._plan(upstream, source, platforms)
                 for target, digest in current.items():
                     if digest is not None and digest != plan.top and not force:
                         raise TargetConflict(
@@ -206,7 +216,7 @@ class Importer:
                     wanted = plan.blobs()
                     totals(sum(wanted.values()), len(wanted) * len({t.repository for t in targets}))
                 for repository in dict.fromkeys(t.repository for t in targets):
-                    await self._copy_blobs(client, source.repository, repository, plan, tally)
+                    await self._copy_blobs(upstream, source.repository, repository, plan, tally)
                 for target in targets:
                     await self._put_manifests(target, plan)
             except ImportFailed:
@@ -216,7 +226,9 @@ class Importer:
             except up.UpstreamAuthFailed as exc:
                 raise ImportFailed(f"{where} refused the credentials: {exc}", status=422, code="SOURCE_AUTH_FAILED") from None
             except up.UpstreamRateLimited as exc:
-                raise ImportFailed(f"{where} is rate-limiting: {exc}", status=429, code="SOURCE_RATE_LIMITED") from None
+                raise ImportFailed(
+                    f"{where} is rate-limiting: {exc}", status=429, code="SOURCE_RATE_LIMITED", retry_after=exc.retry_after
+                ) from None
             except UpstreamRefused as exc:
                 raise ImportFailed(f"{where}: {exc}", status=422, code="UPSTREAM_NOT_ALLOWED") from None
             except (up.UpstreamError, TimeoutError) as exc:
@@ -225,6 +237,22 @@ class Importer:
                 raise ImportFailed(f"{where}: {exc.code}: {exc.message}", status=422, code="SOURCE_INVALID") from None
         await self._record(source, plan.top, targets, requested_by, via, job)
         return ImportResult(plan.top, len(plan.nodes), tally.blobs, tally.fetched_blobs, tally.bytes)
+
+    @contextlib.asynccontextmanager
+    async def _client(
+        self, given: UpstreamClient | None, endpoint: Endpoint, credentials: Credentials | None,
+        observer: UpstreamObserver | None, max_retry_after: float | None,
+    ) -> AsyncIterator[UpstreamClient]:
+        if given is not None:
+            yield given
+            return
+        keepalive = max(1.0, min(15.0, self.settings.upstream_timeout_seconds / 2))
+        async with guarded_session(self.settings, limit=32, keepalive_timeout=keepalive) as session:
+            yield UpstreamClient(
+                session, endpoint, credentials, observer=observer, retries=self.settings.upstream_retries,
+                timeout=self.settings.upstream_timeout_seconds,
+                max_retry_after=2.0 if max_retry_after is None else max_retry_after,
+            )
 
     async def _record(
         self, source: Reference, digest: str, targets: list[Target], requested_by: str, via: str, job: str | None
@@ -242,10 +270,7 @@ class Importer:
     async def _tag_digest(self, target: Target) -> str | None:
         if target.tag is None:
             return None
-        try:
-            return (await self.registry.manifests.get(target.repository, target.tag)).digest
-        except ManifestUnknown:
-            return None
+        return await self.registry.manifests.digest_of(target.repository, target.tag)
 
     # ---- phase 1: the manifests --------------------------------------------------------------
 

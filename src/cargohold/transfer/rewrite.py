@@ -218,10 +218,6 @@ class Rewriter:
         route = self.rules.route_upstream(ref.registry, ref.repository)
         return LocalName(route.local, f"cache rule {route.rule.name}") if route else None
 
-    def local_name(self, ref: Reference) -> str | None:
-        found = self.mapping(ref)
-        return found.local if found else None
-
     def is_private(self, ref: Reference) -> bool:
         return ref.registry.lower() == self.host
 
@@ -423,15 +419,18 @@ def rewrite_dockerfile(text: str, rw: Rewriter) -> Result:
             if whole or fallback:
                 name = (whole.group(1) or whole.group(2)) if whole else fallback.group(1)  # type: ignore[union-attr]
                 arg_ = args.get(name)
-                used = arg_ is not None and arg_.value is not None and (
-                    whole is not None or fallback.group(2) == "-" or bool(arg_.value))  # type: ignore[union-attr]
+                # An ARG with an empty default (ARG BASE=) names no image: ${BASE-word} builds FROM an empty
+                # string, ${BASE:-word} from the word; neither has a default to rewrite.
+                used = arg_ is not None and bool(arg_.value)
                 if fallback is not None:  # ${BASE:-alpine:3.20}: the word is used when the ARG is unset (or empty)
                     word = fallback.group(3)
                     if word and word.lower() not in stages and word.lower() != "scratch":
                         _rewrite_token(rw, word, env, index, match.start(3) + fallback.start(3), edits, findings)
                 if not used:
                     if whole is not None:
-                        findings.append(Finding(index + 1, token, None, "skipped", note=f"${name} has no ARG default"))
+                        empty = arg_ is not None and arg_.value == ""
+                        findings.append(Finding(index + 1, token, None, "skipped",
+                                                note=f"${name}'s ARG default is empty" if empty else f"${name} has no ARG default"))
                     continue
                 assert arg_ is not None and arg_.value is not None
                 if arg_.value.lower() in stages or arg_.value.lower() == "scratch":

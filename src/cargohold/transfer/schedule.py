@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 MAX_CRON = 128
 _MONTHS = {m: i for i, m in enumerate(["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"], 1)}
 _DAYS = {d: i for i, d in enumerate(["sun", "mon", "tue", "wed", "thu", "fri", "sat"])}
-_DURATION = re.compile(r"^([0-9]+)\s*([smhd]?)$")
+_DURATION = re.compile(r"^([0-9]{1,9})\s*([smhd]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 SEARCH_YEARS = 5  # a cron that names no existing day (Feb 30) is refused rather than searched forever
 
@@ -54,11 +54,16 @@ _FIELDS = (
 )
 
 
+def _is_number(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also takes "²", which ``int`` refuses."""
+    return text.isascii() and text.isdigit() and len(text) <= 9
+
+
 def _value(text: str, field: _Field, expr: str) -> int:
     lowered = text.lower()
     if lowered in field.names:
         return field.names[lowered]
-    if not text.isdigit():
+    if not _is_number(text):
         raise InvalidSchedule(f"cron {expr!r}: {field.name} {text!r} is not a number" + (" or a name" if field.names else ""))
     value = int(text)
     if not field.low <= value <= field.high:
@@ -74,7 +79,7 @@ def _parse_field(text: str, field: _Field, expr: str) -> frozenset[int]:
         body, slash, step_text = item.partition("/")
         step = 1
         if slash:
-            if not step_text.isdigit() or int(step_text) == 0:
+            if not _is_number(step_text) or int(step_text) == 0:
                 raise InvalidSchedule(f"cron {expr!r}: {field.name} step {step_text!r} must be a positive number")
             step = int(step_text)
         if body == "*":

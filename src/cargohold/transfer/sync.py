@@ -2,11 +2,17 @@
 
 Upstream requests are spent like money:
 
-- A run first lists the source's tags (every page), then HEADs one candidate
+- A run first lists the source's tags, then HEADs one candidate
   at a time and compares the digest with the local tag. An unchanged tag costs
   exactly one HEAD and no GET. A new or moved tag is copied with the
   ``Importer`` (all platforms or the rule's, referrers included, ``force`` so
   that a moved tag follows upstream).
+- Listing reads at most half the request budget in pages (and at most
+  ``MAX_TAGS`` tags), so a huge repository cannot spend every run on its tag
+  list alone; a cut-short list is recorded (a ``*`` entry, state ``partial``).
+  Listed names that are not OCI tags are dropped (``filtered: not a valid
+  tag``). One client (one session, one token cache) serves the whole run: the
+  tag list, the HEADs and the copies.
 - The **request budget** counts every request the run sends to the source
   registry — tag-list pages, HEADs and the copies' own requests (token-service
   requests excluded). Before each HEAD the run checks what is left; once the
@@ -16,13 +22,15 @@ Upstream requests are spent like money:
   over several runs. A copy that has started is not cut off half-way: the
   budget may be overdrawn by the last copy.
 - ``RateLimit-Remaining`` below the reserve, or a ``429`` (``Retry-After``
-  is not waited for inline), stops the run: the rest is skipped with the
-  reason, and ``retry_after`` tells the scheduler not to come back earlier.
+  is not waited for inline, not even during a copy), stops the run: the rest
+  is skipped with the reason, and ``retry_after`` tells the scheduler not to
+  come back earlier.
 
 One failed copy is recorded (skipped, with the error) and the run goes on.
 State: ``succeeded`` (every candidate checked, every change copied),
 ``partial`` (something skipped for budget, rate limit or an error),
-``failed`` (the tags could not even be listed).
+``failed`` (the tags could not even be listed, or the run broke off: what it
+had done by then — copies, requests used — is kept in the record).
 """
 
 from __future__ import annotations
@@ -32,11 +40,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+
 from ..config import Settings
-from ..oci.errors import ManifestUnknown, RegistryError
+from ..oci.errors import RegistryError
+from ..oci.names import is_valid_tag
 from ..registry.service import Registry
 from ..upstream import errors as up
-from ..upstream.client import Credentials, Endpoint, NullObserver, UpstreamClient
+from ..upstream.client import MAX_PAGES, Credentials, Endpoint, NullObserver, UpstreamClient
 from ..upstream.guard import UpstreamRefused
 from ..upstream.http import guarded_session
 from .importer import Importer, ImportFailed, Target
@@ -48,18 +58,29 @@ LIST_CAP = 200  # individual entries per kind (filtered, unchanged) kept in a ru
 DEFERRED_CAP = 10000  # budget/rate-limit skips are all listed (the next run starts with them), up to this many
 BUDGET_EXHAUSTED = "request budget exhausted"
 DEFERRED_PREFIXES = (BUDGET_EXHAUSTED, "rate-limited", "ratelimit-remaining", "upstream unavailable")
+MAX_TAGS = 100_000  # tags read from the source's list per run; the rest is not looked at (and the run says so)
+LISTED_TAG_CHARS = 140  # a skipped name that is not a valid tag is recorded cut to this
+
+
+def registry_of(source: str) -> str:
+    """``registry/repository`` (a stored source) → ``registry``."""
+    return source.split("/", 1)[0]
 
 
 class RequestCounter(NullObserver):
-    """Counts a run's requests to the source registry and remembers the last ``RateLimit-Remaining`` seen."""
+    """Counts a run's requests to the source registry (into ``report.requests_used`` too, when given) and
+    remembers the last ``RateLimit-Remaining`` seen."""
 
-    def __init__(self) -> None:
+    def __init__(self, report: "RunReport | None" = None) -> None:
         self.requests = 0
         self.remaining: int | None = None
+        self._report = report
 
     def request(self, method: str, status: int | None) -> None:
         if method != "TOKEN":
             self.requests += 1
+            if self._report is not None:
+                self._report.requests_used = self.requests
 
     def ratelimit(self, limit: int | None, remaining: int | None) -> None:
         if remaining is not None:
@@ -80,7 +101,7 @@ class SyncSpec:
 
     @property
     def registry(self) -> str:
-        return self.source.split("/", 1)[0]
+        return registry_of(self.source)
 
     @property
     def repository(self) -> str:
@@ -147,13 +168,19 @@ class SyncEngine:
         run_id: int,
         previous_skipped: list[dict[str, Any]] | None = None,
         on_progress: Callable[[], None] | None = None,
+        report: RunReport | None = None,
     ) -> RunReport:
-        report = RunReport()
-        counter = RequestCounter()
+        """The run's report. ``report``: fill this one (the caller keeps what was done if the run is cancelled);
+        ``requests_used`` is kept current as the run goes."""
+        report = report if report is not None else RunReport()
+        counter = RequestCounter(report)
         try:
             await self._run(spec, credentials, run_id, previous_skipped or [], counter, report, on_progress)
         except _ListingFailed as exc:
             report.state, report.error = "failed", str(exc)
+        except Exception as exc:  # a bug: keep what the run did so far
+            log.exception("sync rule %s: run %d broke off", spec.name, run_id)
+            report.state, report.error = "failed", f"internal error: {type(exc).__name__}"
         report.requests_used = counter.requests
         report.close()
         if report.state != "failed" and any(not e["reason"].startswith(("filtered", "unchanged")) for e in report.skipped):
@@ -174,16 +201,28 @@ class SyncEngine:
                 session, endpoint, credentials, observer=counter, retries=self.settings.upstream_retries,
                 timeout=self.settings.upstream_timeout_seconds, max_retry_after=0.0,  # a 429 ends the run, it is not slept on
             )
+            max_pages = max(1, min(MAX_PAGES, spec.request_budget // 2))
             try:
-                tags = await client.tags(spec.repository)
+                tags, cut = await client.some_tags(spec.repository, max_pages=max_pages, max_tags=MAX_TAGS)
             except up.UpstreamRateLimited as exc:
                 report.retry_after = exc.retry_after
                 raise _ListingFailed(f"listing the tags: {_rate_limited(exc.retry_after)}") from None
             except (up.UpstreamError, UpstreamRefused, TimeoutError) as exc:
                 raise _ListingFailed(f"listing the tags of {spec.source} failed: {exc or type(exc).__name__}") from None
+            if cut == "pages":
+                report.skip("*", f"tag list cut short: read {max_pages} pages (at most half the request budget); "
+                            "the tags on later pages were not looked at")
+            elif cut == "tags":
+                report.skip("*", f"tag list cut short: only the first {MAX_TAGS} tags were looked at")
             candidates = []
             for tag in tags:
-                reason = spec.tag_filter.reject(tag)
+                if not is_valid_tag(tag):
+                    report.skip(tag[:LISTED_TAG_CHARS], "filtered: not a valid tag name", "filtered")
+                    continue
+                try:
+                    reason = spec.tag_filter.reject(tag)
+                except Exception as exc:  # the filter is pure logic; a tag it cannot judge is not copied
+                    reason = f"filtered: the filter failed on it ({type(exc).__name__})"
                 if reason is None:
                     candidates.append(tag)
                 else:
@@ -230,26 +269,26 @@ class SyncEngine:
             report.skip(tag, "unchanged", "unchanged")
             return None
         try:
-            await self.importer.run(
+            result = await self.importer.run(
                 f"{spec.source}:{tag}", [Target(spec.target, tag)], credentials, insecure=spec.insecure, force=True,
                 platforms=spec.platforms, requested_by=f"sync-rule:{spec.name}", via="sync", job=f"{spec.name}#{run_id}",
-                observer=counter,
+                observer=counter, client=client, max_retry_after=0.0,
             )
         except ImportFailed as exc:
             if exc.code == "SOURCE_RATE_LIMITED":
+                if exc.retry_after is not None:
+                    report.retry_after = max(report.retry_after or 0.0, exc.retry_after)
                 return f"rate-limited while copying ({exc})"
             report.skip(tag, f"copy failed: {exc}")
             return None
-        copied_digest = await self._local_digest(spec.target, tag)
-        report.copied.append({"tag": tag, "digest": copied_digest or head.digest, "previous": local})
+        report.copied.append({"tag": tag, "digest": result.source_digest, "previous": local})
         return None
 
     async def _local_digest(self, repository: str, tag: str) -> str | None:
+        """From the metadata only: no manifest bytes read, the /v2 manifest cache left alone."""
         try:
-            return (await self.registry.manifests.get(repository, tag)).digest
-        except ManifestUnknown:
-            return None
-        except RegistryError:  # e.g. NAME_UNKNOWN: nothing local yet
+            return await self.registry.manifests.digest_of(repository, tag)
+        except RegistryError:  # e.g. an invalid name: nothing local
             return None
 
 

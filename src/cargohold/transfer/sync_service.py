@@ -12,11 +12,16 @@ Every change is checked before it is stored:
   cache rules: credentials are only sent to their own login server).
 
 Running: ``run_now`` (the API's "run now") and the scheduler both go through
-``_start``/``_finish``: take the lease with one conditional UPDATE (a rule another
-worker or replica is running → ``RuleBusy``), mark runs a dead worker left
-``running`` as failed, record the run, renew the lease while it runs, then
-store the result, the next run time and give the lease back. A 429's
-``Retry-After`` pushes the next run back at least that far.
+``_start``/``_finish``: take the lease with one conditional UPDATE and a token
+of this claim's own (a rule another worker or replica is running →
+``RuleBusy``), mark runs a dead worker left ``running`` as failed, record the
+run, renew the lease while it runs (a lease found lost stops the run: failed,
+"lease lost"), then store the result, the next run time — computed from the
+rule as it is *then*, so a schedule changed during the run holds — and give
+the lease back. A 429's ``Retry-After`` pushes the next run back at least that
+far. However a run ends (cancelled at shutdown, a store error), its record is
+closed as failed with what it had done; reading the runs of a rule nobody
+holds closes any a dead worker left ``running``.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import os
 import re
 import socket
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -41,15 +47,15 @@ from ..registry.service import Registry
 from ..store.sync import RunRecord, SyncRuleRecord, SyncStore
 from ..upstream.client import Credentials
 from .schedule import InvalidSchedule, Schedule
-from .sync import SyncEngine, SyncSpec
+from .importer import PLATFORM_PATTERN
+from .sync import RunReport, SyncEngine, SyncSpec, registry_of
 from .tagfilter import InvalidTagFilter, TagFilter
 
 log = logging.getLogger("cargohold.sync")
 
 _NAME = re.compile(NAME_PATTERN)
-_PLATFORM = re.compile(r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$")
+_PLATFORM = re.compile(PLATFORM_PATTERN)
 MAX_BUDGET = 100000
-RESOLVE_TIMEOUT = 5.0
 CHANGES = frozenset(
     {"source", "target", "tag_regex", "semver", "interval_seconds", "cron", "credential_set", "insecure", "platforms",
      "request_budget", "enabled"}
@@ -72,16 +78,9 @@ class UnknownSyncRule(LookupError):
     """No sync rule has that name."""
 
 
-def registry_of(source: str) -> str:
-    """``registry/repository`` (a stored source) → ``registry``."""
-    return source.split("/", 1)[0]
-
-
 class CacheAdmin(Protocol):
     """What the sync service needs of the cache (``cache.admin.CacheAdmin`` provides it): credential sets, and
     which repositories cache rules own (a sync target may not be one)."""
-
-    async def get_credential_set(self, name: str) -> Any: ...
 
     async def credentials_for(self, name: str) -> tuple[str, str]: ...
 
@@ -146,8 +145,17 @@ def first_run(schedule: Schedule, at: datetime) -> datetime | None:
     return schedule.next_after(at)
 
 
-def worker_id() -> str:
-    return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+def lease_token() -> str:
+    """A new token for one claim of a lease (≤ 64 characters): which host and process, and which claim."""
+    return f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:16]}"
+
+
+def _schedule_of(rule: SyncRuleRecord) -> Schedule:
+    try:
+        return Schedule.build(rule.interval_seconds, rule.cron, minimum_interval=0)
+    except InvalidSchedule:  # a stored cron this version cannot read: run it by hand until it is fixed
+        log.error("sync rule %s: its schedule is invalid; it runs only when started by hand", rule.name)
+        return Schedule()
 
 
 class SyncService:
@@ -158,7 +166,6 @@ class SyncService:
         self.store = store
         self.cache = cache
         self.engine = SyncEngine(registry, settings)
-        self.owner = worker_id()
         self._running: set[asyncio.Task[Any]] = set()
 
     @classmethod
@@ -215,12 +222,18 @@ class SyncService:
         return await self.store.delete_rule(name)
 
     async def list_runs(self, name: str, limit: int = 20) -> list[RunRecord]:
-        return await self.store.list_runs(name, limit)
+        runs = await self.store.list_runs(name, limit)
+        if any(r.state == "running" for r in runs) and await self.store.fail_abandoned_runs(name, unless_leased=True):
+            runs = await self.store.list_runs(name, limit)
+        return runs
 
     # ---- running -------------------------------------------------------------------------------
 
     async def get_run(self, name: str, run_id: int) -> RunRecord | None:
         run = await self.store.get_run(run_id)
+        if run is not None and run.rule == name and run.state == "running":
+            if await self.store.fail_abandoned_runs(name, unless_leased=True):
+                run = await self.store.get_run(run_id)
         return run if run is not None and run.rule == name else None
 
     async def start_now(self, name: str) -> tuple[RunRecord, asyncio.Future[RunRecord]]:
@@ -230,11 +243,12 @@ class SyncService:
         if nobody awaits it (a client that hangs up, ``wait=false``)."""
         if await self.store.get_rule(name) is None:
             raise UnknownSyncRule(f"no sync rule named {name!r}")
-        if not await self.store.claim(name, self.owner, self.settings.sync_lease_seconds):
+        token = lease_token()
+        if not await self.store.claim(name, token, self.settings.sync_lease_seconds):
             if await self.store.get_rule(name) is None:
                 raise UnknownSyncRule(f"no sync rule named {name!r}")
             raise RuleBusy(f"sync rule {name!r} is running (in this or another worker); try again when it is done")
-        return await self._start(name, "manual")
+        return await self._start(name, "manual", token)
 
     async def run_now(self, name: str) -> RunRecord:
         """``start_now`` and wait for the end."""
@@ -245,16 +259,17 @@ class SyncService:
         """Run every rule that is due and that this worker manages to lease, one after the other; how many ran."""
         ran = 0
         for name in await self.store.due():
-            if await self.store.claim(name, self.owner, self.settings.sync_lease_seconds, due_only=True):
+            token = lease_token()
+            if await self.store.claim(name, token, self.settings.sync_lease_seconds, due_only=True):
                 try:
-                    _, finished = await self._start(name, "schedule")
+                    _, finished = await self._start(name, "schedule", token)
                 except UnknownSyncRule:
                     continue
                 await asyncio.shield(finished)
                 ran += 1
         return ran
 
-    async def _start(self, name: str, trigger: str) -> tuple[RunRecord, asyncio.Future[RunRecord]]:
+    async def _start(self, name: str, trigger: str, token: str) -> tuple[RunRecord, asyncio.Future[RunRecord]]:
         """With the lease held: record the run and start it in a task of its own; the lease is given back at its end."""
         try:
             rule = await self.store.get_rule(name)
@@ -262,43 +277,67 @@ class SyncService:
                 raise UnknownSyncRule(f"no sync rule named {name!r}")
             await self.store.fail_abandoned_runs(name)
             # The last run that got as far as the tags: the one whose deferred tags this run checks first.
-            previous = next((r for r in await self.store.list_runs(name, 10) if r.state in ("partial", "succeeded")), None)
+            previous = await self.store.last_run(name, ("partial", "succeeded"))
             run = await self.store.start_run(name, trigger)
         except BaseException:
-            await self.store.release(name, self.owner, None, keep_schedule=True)
+            await self.store.release(name, token, None, keep_schedule=True)
             raise
-        task = asyncio.ensure_future(self._finish(rule, run, previous, trigger))
+        task = asyncio.ensure_future(self._finish(rule, run, previous, trigger, token))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
         return run, task
 
-    async def _finish(self, rule: SyncRuleRecord, run: RunRecord, previous: RunRecord | None, trigger: str) -> RunRecord:
-        keep_schedule = trigger == "manual"
+    async def _finish(
+        self, rule: SyncRuleRecord, run: RunRecord, previous: RunRecord | None, trigger: str, token: str
+    ) -> RunRecord:
+        report = RunReport()  # filled as the run goes: what it did is kept however it ends
+        work = asyncio.ensure_future(self._execute(rule, run, previous, report))
+        lost = asyncio.Event()
+        renewer = asyncio.create_task(self._renew(rule.name, token, work, lost))
+        retry_after: float | None = None
         try:
-            schedule = Schedule.build(rule.interval_seconds, rule.cron, minimum_interval=0)
-        except InvalidSchedule:  # a stored cron this version cannot read: run it by hand until it is fixed
-            log.error("sync rule %s: its schedule is invalid; it runs only when started by hand", rule.name)
-            schedule = Schedule()
-        next_run = schedule.next_after(datetime.now(UTC))  # kept if the run dies: the rule must stay scheduled
-        renewer = asyncio.create_task(self._renew(rule.name))
-        try:
-            record, retry_after = await self._execute(rule, run, previous)
-            now = datetime.now(UTC)
-            if not keep_schedule:
-                next_run = schedule.next_after(now)
-            if retry_after is not None:
-                current = await self.store.get_rule(rule.name)
-                base = next_run if not keep_schedule else (current.next_run_at if current else None)
-                if base is not None:
-                    next_run, keep_schedule = max(base, now + timedelta(seconds=retry_after)), False
+            try:
+                record, retry_after = await work
+            except asyncio.CancelledError:
+                if not lost.is_set():
+                    raise
+                record = await self._record_report(run, report, "stopped: the lease was lost (the rule was deleted, or "
+                                                   "another worker took it over after this one failed to renew it)")
             return record
+        except BaseException as exc:
+            # Cancelled (shutdown) or the record could not be written: do not leave the run "running".
+            why = "interrupted (the worker stopped)" if isinstance(exc, asyncio.CancelledError) else (
+                f"interrupted: {type(exc).__name__}")
+            await _best_effort(self._record_report(run, report, why), f"sync rule {rule.name}: closing run {run.id}")
+            raise
         finally:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
-            await self.store.release(rule.name, self.owner, next_run, keep_schedule=keep_schedule)
+            if not lost.is_set():
+                await _best_effort(self._release(rule, token, trigger, retry_after), f"sync rule {rule.name}: releasing")
 
-    async def _execute(self, rule: SyncRuleRecord, run: RunRecord, previous: RunRecord | None) -> tuple[RunRecord, float | None]:
+    async def _release(self, started: SyncRuleRecord, token: str, trigger: str, retry_after: float | None) -> None:
+        """Give the lease back; the next run time is computed from the rule as it is now (a PATCH during the
+        run holds), and stored only if the rule has not changed again in between (else computed again)."""
+        for attempt in range(3):
+            current = await self.store.get_rule(started.name)
+            if current is None:
+                return  # deleted while it ran
+            now = datetime.now(UTC)
+            keep = trigger == "manual"
+            if (current.interval_seconds, current.cron, current.enabled) != (started.interval_seconds, started.cron, started.enabled):
+                keep = True  # changed during the run: the change set the next run time
+            next_run = current.next_run_at if keep else _schedule_of(current).next_after(now)
+            if retry_after is not None and next_run is not None:
+                next_run, keep = max(next_run, now + timedelta(seconds=retry_after)), False
+            conditional = current.updated_at if attempt < 2 else None
+            if await self.store.release(started.name, token, next_run, keep_schedule=keep, updated_at=conditional):
+                return
+
+    async def _execute(
+        self, rule: SyncRuleRecord, run: RunRecord, previous: RunRecord | None, report: RunReport
+    ) -> tuple[RunRecord, float | None]:
         """The finished run record, and the upstream's Retry-After (seconds) if it rate-limited the run."""
         try:
             spec = SyncSpec(
@@ -309,11 +348,13 @@ class SyncService:
             if rule.credential_set is not None:
                 username, password = await self.cache.credentials_for(rule.credential_set)
                 credentials = Credentials(username, password)
-            report = await self.engine.run(spec, credentials, run_id=run.id, previous_skipped=previous.skipped if previous else [])
-        except Exception as exc:  # a bug, an undecryptable credential set, a rule that no longer validates
+            report = await self.engine.run(
+                spec, credentials, run_id=run.id, previous_skipped=previous.skipped if previous else [], report=report,
+            )
+        except Exception as exc:  # an undecryptable credential set, a rule that no longer validates, a bug
             log.exception("sync rule %s: run %d failed", rule.name, run.id)
             detail = str(exc) if isinstance(exc, (ValueError, LookupError)) else f"internal error: {type(exc).__name__}"
-            return await self._record(run, "failed", 0, [], [], detail), None
+            return await self._record(run, "failed", report.requests_used, report.copied, report.skipped, detail), None
         error = report.error
         if error is None and report.retry_after is not None:
             error = f"stopped: the upstream rate-limited the run (retry after {report.retry_after:g} s)"
@@ -324,6 +365,10 @@ class SyncService:
                 len(report.copied), len(report.skipped), report.requests_used,
             )
         return found, report.retry_after
+
+    async def _record_report(self, run: RunRecord, report: RunReport, error: str) -> RunRecord:
+        """A run that did not end by itself: failed, with what it had done (copies, requests, skips) by then."""
+        return await self._record(run, "failed", report.requests_used, list(report.copied), list(report.skipped), error)
 
     async def _record(
         self, run: RunRecord, state: str, requests_used: int, copied: list[dict[str, Any]], skipped: list[dict[str, Any]],
@@ -336,16 +381,21 @@ class SyncService:
         return replace(run, state=state, finished_at=datetime.now(UTC), requests_used=requests_used, copied=copied,
                        skipped=skipped, error=error)
 
-    async def _renew(self, name: str) -> None:
+    async def _renew(self, name: str, token: str, work: asyncio.Future[Any], lost: asyncio.Event) -> None:
+        """Keep the lease while ``work`` runs; when it is found lost, stop the run (``lost`` says why it stopped)."""
         period = max(1.0, self.settings.sync_lease_seconds / 3)
         while True:
             await asyncio.sleep(period)
             try:
-                if not await self.store.renew(name, self.owner, self.settings.sync_lease_seconds):
-                    log.warning("sync rule %s: the lease was lost while running", name)
-                    return
+                if await self.store.renew(name, token, self.settings.sync_lease_seconds):
+                    continue
             except Exception:
                 log.exception("sync rule %s: renewing the lease failed", name)
+                continue
+            log.warning("sync rule %s: the lease was lost while running (deleted, or taken over); stopping the run", name)
+            lost.set()
+            work.cancel()
+            return
 
     # ---- the scheduler -------------------------------------------------------------------------
 
@@ -361,11 +411,21 @@ class SyncService:
     async def close(self, grace: float = 10.0) -> None:
         """Give runs in flight ``grace`` seconds to finish and record themselves, then cancel them.
 
-        A cancelled run gives its lease back; its record stays ``running`` until the rule's next run
-        marks it failed."""
+        A cancelled run records itself failed ("interrupted"), with what it had done, and gives its lease back."""
         if not self._running:
             return
         _, pending = await asyncio.wait(set(self._running), timeout=grace)
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def _best_effort(step: Awaitable[Any], what: str) -> None:
+    """Finish ``step`` even if the caller is being cancelled (shielded); log, never raise, a failure."""
+    task = asyncio.ensure_future(step)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:  # cancelled again while waiting: the step goes on by itself
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    except Exception:
+        log.exception("%s failed", what)

@@ -3,8 +3,10 @@
 Pure logic, no I/O. A tag passes when it passes every filter given (no filter:
 every tag passes).
 
-- **Regex**: Python syntax, matched against the *whole* tag (``fullmatch``),
-  so ``3\\.19`` does not pick ``3.19.1``.
+- **Regex**: RE2 syntax (Python's, less backreferences and lookaround, which
+  are refused), matched against the *whole* tag (``fullmatch``), so ``3\\.19``
+  does not pick ``3.19.1``. RE2 runs in linear time: no pattern can make the
+  filter backtrack for ever on a long tag (``(a+)+b``).
 - **Semver range**: space-separated comparators are ANDed, ``||`` separates
   alternatives (``>=3.19 <4 || =2.7.1``). Comparators: ``>= > <= < =`` (or a
   bare version, meaning ``=``), ``^1.2.3`` (same left-most non-zero part),
@@ -16,7 +18,8 @@ every tag passes).
 Tags that do not parse as versions (``latest``, ``edge``, ``1.2.3.4``) never
 match a semver filter. A *prerelease* tag (``3.20.0-rc1``; by the grammar also
 ``3.19-alpine``) matches only when a comparator of the alternative it is tested
-against names a prerelease of the same major.minor.patch, as npm does:
+against names a prerelease of the same major.minor.patch, as npm does (only a
+prerelease the user wrote counts: ``>3.18``, read as ``>=3.19.0-0``, names none):
 ``>=3.20.0-rc1`` takes ``3.20.0-rc2`` but not ``3.21.0-rc1``, and ``>=3.19``
 takes no prerelease at all. That keeps a mirror of "the 3.x releases" free of
 release candidates and flavour tags; add a regex rule for those.
@@ -26,10 +29,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
+
+import re2
 from functools import total_ordering
 
 MAX_REGEX = 512
 MAX_RANGE = 255
+MAX_VERSION_PART = 18  # digits in one numeric part: a longer "version" (9999…) is not one
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False
 
 _VERSION = re.compile(
     r"^v?(?P<major>0|[1-9][0-9]*)(?:\.(?P<minor>0|[1-9][0-9]*)(?:\.(?P<patch>0|[1-9][0-9]*))?)?"
@@ -63,7 +72,7 @@ class Version:
     def parse(cls, text: str) -> "Version | None":
         """The version a tag names, or None when it is not one (``latest``, ``1.2.3.4``)."""
         m = _VERSION.match(text)
-        if m is None:
+        if m is None or any(len(m[p] or "") > MAX_VERSION_PART for p in ("major", "minor", "patch")):
             return None
         pre = tuple(m["pre"].split(".")) if m["pre"] else ()
         return cls(int(m["major"]), int(m["minor"] or 0), int(m["patch"] or 0), pre)
@@ -90,6 +99,7 @@ class Version:
 class _Comparator:
     op: str  # >= > <= < =
     version: Version
+    named_pre: bool = False  # the user wrote this prerelease (not the -0 a partial version's bound is made of)
 
     def test(self, v: Version) -> bool:
         if self.op == ">=":
@@ -133,8 +143,11 @@ def _expand(token: str, whole: str) -> list[_Comparator]:
     pre = tuple(p["pre"].split(".")) if p["pre"] else ()
     if pre and len(given) < 3:
         raise InvalidTagFilter(f"semver range {whole!r}: {token!r}: a prerelease needs a full major.minor.patch")
+    if any(n > 10**MAX_VERSION_PART for n in given):
+        raise InvalidTagFilter(f"semver range {whole!r}: {token!r} has a number longer than {MAX_VERSION_PART} digits")
     full = given + [0] * (3 - len(given))
     low = Version(full[0], full[1], full[2], pre)
+    named = bool(pre)
     if op in ("^", "~"):
         if not given:
             return []  # ^* / ~*: anything
@@ -143,9 +156,9 @@ def _expand(token: str, whole: str) -> list[_Comparator]:
         else:
             first_nonzero = next((i for i, n in enumerate(given) if n != 0), len(given) - 1)
             upper = _bump(list(given), first_nonzero)
-        return [_Comparator(">=", low), _Comparator("<", upper)]
+        return [_Comparator(">=", low, named), _Comparator("<", upper)]
     if len(given) == 3:
-        return [_Comparator(op, low)]
+        return [_Comparator(op, low, named)]
     # A partial version is a range: 3.19 ≡ [3.19.0, 3.20.0-0).
     if not given:
         return [] if op in ("=", ">=", "<=") else [_Comparator("<", Version(0, 0, 0, ("0",)))]  # >* / <*: nothing
@@ -194,7 +207,7 @@ class SemverRange:
         for comparators in self.alternatives:
             if not all(c.test(version) for c in comparators):
                 continue
-            if version.pre and not any(c.version.pre and c.version.release == version.release for c in comparators):
+            if version.pre and not any(c.named_pre and c.version.release == version.release for c in comparators):
                 continue  # prereleases only where the range names one of the same release
             return True
         return False
@@ -204,7 +217,7 @@ class SemverRange:
 class TagFilter:
     """A sync rule's filter; ``reject`` says why a tag does not pass (None: it passes)."""
 
-    regex: re.Pattern[str] | None = None
+    regex: Any = None  # a compiled re2 pattern
     semver: SemverRange | None = None
 
     @classmethod
@@ -214,10 +227,7 @@ class TagFilter:
         if regex is not None:
             if not regex or len(regex) > MAX_REGEX:
                 raise InvalidTagFilter(f"the tag regex must have 1 to {MAX_REGEX} characters")
-            try:
-                pattern = re.compile(regex)
-            except (re.error, RecursionError, OverflowError) as exc:
-                raise InvalidTagFilter(f"tag regex {regex[:100]!r} does not compile: {exc}") from None
+            pattern = compile_regex(regex)
         return cls(pattern, SemverRange.parse(semver) if semver is not None else None)
 
     def reject(self, tag: str) -> str | None:
@@ -231,3 +241,17 @@ class TagFilter:
 
     def passes(self, tag: str) -> bool:
         return self.reject(tag) is None
+
+
+def compile_regex(regex: str) -> Any:
+    """The tag regex compiled with RE2 (linear time); InvalidTagFilter for what RE2 refuses, saying why."""
+    try:
+        return re2.compile(regex, _RE2_OPTIONS)
+    except (re2.error, ValueError, TypeError, OverflowError) as exc:
+        detail = exc.args[0] if exc.args else exc
+        if isinstance(detail, bytes):
+            detail = detail.decode("utf-8", "replace")
+        hint = ""
+        if re.search(r"\\[1-9]|\(\?P=|\(\?<?[=!]", regex):
+            hint = " (backreferences and lookahead/lookbehind are not supported: the filter uses RE2, which runs in linear time)"
+        raise InvalidTagFilter(f"tag regex {regex[:100]!r} does not compile: {detail}{hint}") from None

@@ -379,25 +379,38 @@ class UpstreamClient:
 
     async def tags(self, repository: str, *, page_size: int | None = None) -> list[str]:
         """Every tag of ``repository``, following ``Link`` pagination (``page_size`` asks for ``n`` per page)."""
+        found, cut = await self.some_tags(repository, max_pages=MAX_PAGES, page_size=page_size)
+        if cut is not None:
+            raise UpstreamProtocolError(f"GET tags {self._repository(repository)}: more than {MAX_PAGES} pages")
+        return found
+
+    async def some_tags(
+        self, repository: str, *, max_pages: int, max_tags: int | None = None, page_size: int | None = None
+    ) -> tuple[list[str], str | None]:
+        """The tags on the first ``max_pages`` pages (at most ``max_tags``), deduplicated, and why the list was cut
+        short: ``"pages"``, ``"tags"`` or None (complete). A caller on a request budget reads only what it can pay."""
         repository = self._repository(repository)
         what = f"GET tags {repository}"
         url = self._url(f"/v2/{repository}/tags/list")
         if page_size is not None:
             url = url.with_query(n=str(page_size))
         reader = self._body_reader(LIST_BODY_LIMIT, what)
-        found: list[str] = []
-        for _ in range(MAX_PAGES):
+        found: dict[str, None] = {}
+        for _ in range(max_pages):
             headers, body = await self._call("GET", url, repository, {"Accept": "application/json"}, reader, what)
             doc = _json_object(body, what)
             page = doc.get("tags") or []
             if not isinstance(page, list) or not all(isinstance(tag, str) for tag in page):
                 raise UpstreamProtocolError(f"{what}: 'tags' is not a list of strings")
-            found.extend(page)
+            for tag in page:
+                found[tag] = None
+                if max_tags is not None and len(found) > max_tags:
+                    return list(found)[:max_tags], "tags"
             link = next_link(headers.getall("Link", []))
             if link is None:
-                return list(dict.fromkeys(found))
+                return list(found), None
             url = self._follow(url, link, what)
-        raise UpstreamProtocolError(f"{what}: more than {MAX_PAGES} pages")
+        return list(found), "pages"
 
     # ---- one operation: auth, retries, redirects -----------------------------------------------
 

@@ -17,11 +17,12 @@ from ..cache.evict import evict_forever
 from ..cache.service import CacheService
 from ..config import Settings
 from ..registry.service import Registry
+from ..transfer.jobs import ImportJobs
 from ..transfer.sync_service import SyncService
 from . import api, metrics, token
 from .auth import allow_list, v2_auth_middleware
 from .errors import API_VERSION_HEADER, error_middleware
-from .keys import AUTH, CACHE, REGISTRY, SETTINGS, SYNC
+from .keys import AUTH, CACHE, IMPORTS, REGISTRY, SETTINGS, SYNC
 from .v2 import routes as v2_routes
 from .v2.blobs import digest_etag
 from .v2.cache import cache_routing
@@ -86,6 +87,8 @@ def create_app(settings: Settings) -> web.Application:
         app[CACHE] = cache
         sync = SyncService.open(settings, registry, cache.admin)
         app[SYNC] = sync
+        imports = ImportJobs.open(settings, registry)
+        app[IMPORTS] = imports
         tasks = [
             asyncio.create_task(
                 _purge_forever(registry, cache, settings.upload_purge_interval_seconds, settings.upload_max_age_seconds)
@@ -100,6 +103,7 @@ def create_app(settings: Settings) -> web.Application:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await imports.close()  # background imports record themselves as interrupted
         await sync.close()  # runs in flight get a few seconds to record themselves
         await cache.close()
         await registry.close()

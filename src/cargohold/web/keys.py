@@ -8,6 +8,7 @@ from ..auth.service import AuthService
 from ..cache.service import CacheService
 from ..config import Settings
 from ..registry.service import Registry
+from ..transfer.jobs import ImportJobs
 from ..transfer.sync_service import SyncService
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -15,3 +16,4 @@ REGISTRY = web.AppKey("registry", Registry)
 AUTH = web.AppKey("auth", AuthService)
 CACHE = web.AppKey("cache", CacheService)
 SYNC = web.AppKey("sync", SyncService)
+IMPORTS = web.AppKey("imports", ImportJobs)

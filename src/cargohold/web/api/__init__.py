@@ -10,7 +10,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from . import audit, cache, cache_rules, credential_sets, keys, me, openapi, refresh_tokens, scope_maps, tokens, users
-from . import imports, provenance, sync_rules
+from . import imports, provenance, repositories, sync_rules
 from .common import API_PREFIX, Operation, endpoint, served_without_auth
 
 RESOURCES: list[Operation] = [
@@ -26,6 +26,7 @@ RESOURCES: list[Operation] = [
     *served_without_auth(cache.OPERATIONS),
     *served_without_auth(imports.OPERATIONS),
     *served_without_auth(provenance.OPERATIONS),
+    *served_without_auth(repositories.OPERATIONS),
     *served_without_auth(sync_rules.OPERATIONS),
 ]
 OPERATIONS: list[Operation] = [*RESOURCES, openapi.operation(RESOURCES)]

@@ -32,6 +32,9 @@ from ...cache.admin import CredentialSetMismatch, InvalidCredentialSet, TargetIs
 from ...oci.errors import RegistryError
 from ...store.cache import UnknownCredentialSet
 from ...store.identities import AlreadyExists, InUse, LastAdmin, UnknownScopeMap
+from ...transfer.schedule import InvalidSchedule
+from ...transfer.sync_service import InvalidSyncRule
+from ...transfer.tagfilter import InvalidTagFilter
 from ..auth import client_address, resolve_access
 from ..errors import error_response_for, problem_response
 from ..keys import AUTH
@@ -199,6 +202,9 @@ _PROBLEMS: tuple[tuple[type[Exception], int, str], ...] = (
     (InvalidCredentialSet, 422, "INVALID_CREDENTIAL_SET"),
     (UpstreamNotAllowed, 422, "UPSTREAM_NOT_ALLOWED"),
     (TargetIsCached, 409, "TARGET_IS_CACHE"),
+    (InvalidTagFilter, 422, "INVALID_TAG_FILTER"),
+    (InvalidSchedule, 422, "INVALID_SCHEDULE"),
+    (InvalidSyncRule, 422, "INVALID_SYNC_RULE"),
 )
 
 

@@ -6,7 +6,9 @@ import only and never stored or echoed) or as a credential set — credential
 sets are the operators' logins, so only admins may name one, and only for
 the registry it belongs to.
 
-Jobs live in the database (``store.imports``), so any worker — and a
+The job's lifetime (progress, heartbeat, end, pruning) is the
+``transfer.jobs.ImportJobs`` service's; this module parses, checks access and
+renders. Jobs live in the database, so any worker — and a
 restarted server — answers ``GET /imports/{id}``. The worker running an import
 writes its progress about once a second; that write is the heartbeat, and a
 running job whose heartbeat stopped is reported as failed ("interrupted").
@@ -16,10 +18,7 @@ Provenance — source, source digest, who, when — is recorded by the importer
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import re
-import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -27,21 +26,15 @@ from aiohttp import web
 from pydantic import Field
 
 from ...auth.scopes import WRITE
-from ...cache.admin import normalize_login_server
 from ...cache.secrets import SecretKeyError
 from ...oci.errors import RegistryError
 from ...oci.names import is_valid_name, is_valid_tag
 from ...oci.reference import Reference
-from ...store.cache import UnknownCredentialSet
-from ...store.imports import (
-    INTERRUPTED,
-    INTERRUPTED_CODE,
-    ImportJobRecord,
-    ImportJobStore,
-)
-from ...transfer.importer import Importer, ImportFailed, Target
+from ...transfer.importer import Target
+from ...transfer.jobs import Audit, ImportJobRecord
+from ...transfer.jobs import ImportRequest as JobRequest
 from ...upstream.client import Credentials
-from ..keys import CACHE, REGISTRY, SETTINGS
+from ..keys import CACHE, IMPORTS
 from .common import (
     TEXT_PATTERN,
     ApiError,
@@ -53,10 +46,6 @@ from .common import (
     render,
 )
 
-log = logging.getLogger("cargohold.transfer")
-
-PROGRESS_EVERY = 1.0  # seconds between progress writes while bytes flow
-HEARTBEAT = 10.0  # seconds between writes while nothing moves (a stalled source): the job is still alive
 _PLATFORM = r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$"
 
 SourceReference = Annotated[
@@ -115,46 +104,6 @@ def _view(job: ImportJobRecord) -> ImportJob:
     )
 
 
-class _Progress:
-    """A running job's counters, written to the database at most once a second (and every ``HEARTBEAT`` anyway).
-
-    The importer calls ``progress`` per chunk; that only sets numbers. A loop writes them, so that a
-    fast import costs a handful of writes and a stalled one still proves its worker is alive.
-    """
-
-    def __init__(self, store: ImportJobStore, job_id: str) -> None:
-        self.store, self.job_id = store, job_id
-        self.bytes_done = self.blobs_done = 0
-        self.bytes_total: int | None = None
-        self.blobs_total: int | None = None
-        self._dirty = False
-
-    def progress(self, nbytes: int, blobs: int) -> None:
-        self.bytes_done, self.blobs_done, self._dirty = nbytes, blobs, True
-
-    def totals(self, nbytes: int, blobs: int) -> None:
-        self.bytes_total, self.blobs_total, self._dirty = nbytes, blobs, True
-
-    async def write_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        written = loop.time()
-        while True:
-            await asyncio.sleep(PROGRESS_EVERY)
-            if not self._dirty and loop.time() - written < HEARTBEAT:
-                continue
-            self._dirty = False
-            try:
-                await self.store.progress(
-                    self.job_id, self.bytes_done, self.blobs_done, bytes_total=self.bytes_total, blobs_total=self.blobs_total
-                )
-                written = loop.time()
-            except Exception:  # the database hiccuped: try again next round; the import itself goes on
-                log.warning("import %s: could not record progress", self.job_id, exc_info=True)
-
-
-_TASKS: set[asyncio.Task[None]] = set()
-
-
 def _invalid(detail: str, code: str = "INVALID_IMPORT") -> ApiError:
     return ApiError(422, "Unprocessable content", detail, code)
 
@@ -183,14 +132,7 @@ async def _credentials(call: Call, body: ImportRequest, source: Reference) -> Cr
         if not call.caller.admin:
             raise ApiError(403, "Forbidden", f"{call.actor} may not use credential sets (admins only)", "DENIED")
         admin = call.request.app[CACHE].admin
-        info = await admin.get_credential_set(body.credential_set)
-        if info is None:
-            raise UnknownCredentialSet(f"credential set {body.credential_set!r} does not exist")
-        if normalize_login_server(info.login_server) != source.registry:
-            raise _invalid(
-                f"credential set {body.credential_set!r} is for {info.login_server}, not {source.registry}",
-                "CREDENTIAL_SET_MISMATCH",
-            )
+        await admin.check_credential_set(body.credential_set, source.registry)
         try:
             username, password = await admin.credentials_for(body.credential_set)
         except SecretKeyError:
@@ -203,76 +145,16 @@ async def _credentials(call: Call, body: ImportRequest, source: Reference) -> Cr
     return None
 
 
-async def _run(
-    call: Call, store: ImportJobStore, job: ImportJobRecord, targets: list[Target], importer: Importer,
-    body: ImportRequest, credentials: Credentials | None,
-) -> ImportFailed | None:
-    """Run the import and record its end; the failure (for a waiting request to answer with), or None."""
-    client = call.client  # read now: a background import outlives its request
+def _audit(call: Call) -> Audit | None:
+    """Writes the audit log when the job ends; read now, a background import outlives its request."""
+    auth, actor, client = call.auth, call.actor, call.client
+    if auth is None:
+        return None
 
     async def audit(target: Target, outcome: str, detail: dict[str, object]) -> None:
-        if call.auth is not None:
-            await call.auth.audit(call.actor, client, "import", str(target)[:100], outcome, detail)
+        await auth.audit(actor, client, "import", str(target)[:100], outcome, detail)
 
-    counters = _Progress(store, job.id)
-    writer: asyncio.Task[None] = asyncio.ensure_future(counters.write_loop())
-    try:
-        result = await importer.run(
-            body.source, targets, credentials, insecure=body.insecure, force=body.force, platforms=body.platforms,
-            progress=counters.progress, totals=counters.totals, requested_by=call.actor, via="import", job=job.id,
-        )
-    except ImportFailed as exc:
-        await _stop(writer)
-        await store.finish(
-            job.id, "failed", bytes_done=counters.bytes_done, blobs_done=counters.blobs_done,
-            bytes_total=counters.bytes_total, blobs_total=counters.blobs_total, error=str(exc), error_code=exc.code,
-        )
-        for target in targets:
-            await audit(target, "failed", {"import_id": job.id, "source": body.source, "error": str(exc)[:500]})
-        return exc
-    except asyncio.CancelledError:  # the server is stopping: say so now rather than when the heartbeat is old
-        await _stop(writer)
-        try:
-            await asyncio.shield(store.finish(
-                job.id, "failed", bytes_done=counters.bytes_done, blobs_done=counters.blobs_done,
-                bytes_total=counters.bytes_total, blobs_total=counters.blobs_total,
-                error=INTERRUPTED, error_code=INTERRUPTED_CODE,
-            ))
-        except Exception:  # the database may be gone already; readers will tell by the heartbeat
-            log.warning("import %s: could not record that it was interrupted", job.id, exc_info=True)
-        raise
-    except Exception as exc:  # a bug; still end the job, so that nobody polls forever
-        await _stop(writer)
-        log.exception("import %s failed", job.id)
-        await store.finish(
-            job.id, "failed", bytes_done=counters.bytes_done, blobs_done=counters.blobs_done,
-            bytes_total=counters.bytes_total, blobs_total=counters.blobs_total,
-            error=f"internal error: {type(exc).__name__}", error_code="INTERNAL_ERROR",
-        )
-        raise
-    finally:
-        writer.cancel()
-    await _stop(writer)
-    await store.finish(
-        job.id, "succeeded", bytes_done=result.fetched_bytes, blobs_done=result.blobs,
-        bytes_total=counters.bytes_total, blobs_total=counters.blobs_total, source_digest=result.source_digest,
-    )
-    for target in targets:
-        await audit(target, "ok", {
-            "import_id": job.id, "source": body.source, "source_digest": result.source_digest,
-            "fetched_bytes": result.fetched_bytes,
-        })
-    return None
-
-
-async def _stop(writer: asyncio.Task[None]) -> None:
-    """Stop the progress writer and wait for it, so that its last write cannot land after the end."""
-    writer.cancel()
-    await asyncio.gather(writer, return_exceptions=True)
-
-
-def _store(call: Call) -> ImportJobStore:
-    return ImportJobStore(call.request.app[REGISTRY].stores.engine)
+    return audit
 
 
 async def create_import(call: Call) -> web.Response:
@@ -288,24 +170,17 @@ async def create_import(call: Call) -> web.Response:
             raise ApiError(403, "Forbidden", f"{call.actor} may not write to {target.repository}", "DENIED")
         await call.request.app[CACHE].admin.check_not_cached(target.repository)
     credentials = await _credentials(call, body, source)
-    app = call.request.app
-    importer = Importer(app[REGISTRY], app[SETTINGS])
-    store = _store(call)
-    try:
-        await store.prune()
-    except Exception:  # housekeeping must not stop an import
-        log.warning("could not prune old import jobs", exc_info=True)
-    job = await store.create(uuid.uuid4().hex, body.source, [str(t) for t in targets], call.actor)
+    jobs = call.request.app[IMPORTS]
+    job = await jobs.create(body.source, targets, call.actor)
+    request = JobRequest(body.source, targets, call.actor, credentials, body.insecure, body.force, body.platforms)
     location = {"Location": f"/api/v1/imports/{job.id}"}
     if not body.wait:
-        task = asyncio.ensure_future(_run(call, store, job, targets, importer, body, credentials))
-        _TASKS.add(task)
-        task.add_done_callback(_TASKS.discard)
+        jobs.start(job, request, _audit(call))
         return render(_view(job), 202, location)
-    failure = await _run(call, store, job, targets, importer, body, credentials)
+    failure = await jobs.run(job, request, _audit(call))
     if failure is not None:
         raise ApiError(failure.status, "Import failed", str(failure), failure.code, {"import_id": job.id})
-    finished = await store.get(job.id)
+    finished = await jobs.get(job.id)
     assert finished is not None
     return render(_view(finished), 201, location)
 
@@ -315,7 +190,7 @@ _ID = re.compile(r"^[0-9a-f]{32}$")
 
 async def get_import(call: Call) -> web.Response:
     job_id = call.request.match_info["id"]
-    job = await _store(call).get(job_id) if _ID.fullmatch(job_id) else None
+    job = await call.request.app[IMPORTS].get(job_id) if _ID.fullmatch(job_id) else None
     if job is None or (job.requested_by != call.actor and not call.caller.admin):
         raise ApiError(404, "Not found", f"no import {job_id[:40]!r}", "NOT_FOUND")
     return render(_view(job))
@@ -323,7 +198,7 @@ async def get_import(call: Call) -> web.Response:
 
 async def list_imports(call: Call) -> web.Response:
     q: ImportListQuery = call.query
-    jobs = await _store(call).list_recent(None if call.caller.admin else call.actor, q.limit)
+    jobs = await call.request.app[IMPORTS].list_recent(None if call.caller.admin else call.actor, q.limit)
     return render([_view(j) for j in jobs])
 
 

@@ -16,8 +16,8 @@ from pydantic import Field
 
 from ...auth.scopes import READ
 from ...oci.names import NAME_PATTERN, TAG_PATTERN
-from ...store.imports import ProvenanceRecord, ProvenanceStore
-from ..keys import REGISTRY
+from ...transfer.jobs import ProvenanceRecord
+from ..keys import IMPORTS
 from .common import ApiError, Call, Operation, OutModel, QueryModel, render
 
 
@@ -52,11 +52,7 @@ async def list_provenance(call: Call) -> web.Response:
     q: ProvenanceQuery = call.query
     if not call.caller.may(q.repository, READ):
         raise ApiError(403, "Forbidden", f"{call.actor} may not read {q.repository}", "DENIED")
-    store = ProvenanceStore(call.request.app[REGISTRY].stores.engine)
-    if q.latest:
-        records = await store.latest(q.repository, q.tag)
-    else:
-        records = await store.history(q.repository, q.tag, q.limit)
+    records = await call.request.app[IMPORTS].provenance(q.repository, q.tag, latest=q.latest, limit=q.limit)
     return render([_view(r) for r in records])
 
 

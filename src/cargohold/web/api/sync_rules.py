@@ -17,25 +17,18 @@ from aiohttp import web
 from pydantic import Field
 
 from ...store.sync import RunRecord, SyncRuleRecord
-from ...transfer.sync_service import (
-    InvalidSchedule,
-    InvalidSyncRule,
-    InvalidTagFilter,
-    RuleBusy,
-    SyncService,
-    UnknownSyncRule,
-)
+from ...transfer.importer import PLATFORM_PATTERN
+from ...transfer.sync_service import RuleBusy, SyncService, UnknownSyncRule
 from ..keys import SYNC
 from .common import TEXT_PATTERN, ApiError, Call, InModel, Name, Operation, OutModel, QueryModel, created, no_content, not_found, render
 
-
-_PLATFORM = r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$"
+LISTED_SKIPS = 50  # skipped entries per run in a list of runs; GET …/runs/{id} answers them all
 SourceText = Annotated[
     str, Field(min_length=1, max_length=1000, pattern=TEXT_PATTERN,
                description="one upstream repository: docker.io/library/alpine (docker.io/alpine reads the same), ghcr.io/org/app")
 ]
 TargetText = Annotated[str, Field(min_length=1, max_length=255, pattern=TEXT_PATTERN, description="the local repository")]
-Regex = Annotated[str, Field(min_length=1, max_length=512, pattern=TEXT_PATTERN, description="tags must match it whole (Python syntax)")]
+Regex = Annotated[str, Field(min_length=1, max_length=512, pattern=TEXT_PATTERN, description="tags must match it whole (RE2 syntax: no backreferences or lookaround)")]
 Semver = Annotated[
     str, Field(min_length=1, max_length=255, pattern=TEXT_PATTERN,
                description="tags must be versions in this range: '>=3.19 <4', '^1.2 || ~2.0', '3.x'; prereleases only if named")
@@ -45,7 +38,7 @@ Cron = Annotated[
     str, Field(min_length=1, max_length=128, pattern=TEXT_PATTERN,
                description="5-field cron in UTC: minute hour day-of-month month day-of-week ('0 3 * * *')")
 ]
-Platform = Annotated[str, Field(pattern=_PLATFORM)]
+Platform = Annotated[str, Field(pattern=PLATFORM_PATTERN)]
 Budget = Annotated[int, Field(ge=1, le=100000, description="upstream requests one run may spend (tag list, HEADs, copies)")]
 
 
@@ -142,9 +135,12 @@ class SyncRun(OutModel):
     skipped: list[SkippedTag]
     error: str | None
     counts: dict[str, int] = Field(description="copied, unchanged, filtered, deferred (budget / rate limit), failed")
+    skipped_truncated: bool = Field(
+        False, description=f"in a list of runs, only the first {LISTED_SKIPS} skipped entries; GET the run for all"
+    )
 
     @classmethod
-    def of(cls, r: RunRecord) -> SyncRun:
+    def of(cls, r: RunRecord, max_skipped: int | None = None) -> SyncRun:
         counts = {"copied": len(r.copied), "unchanged": 0, "filtered": 0, "deferred": 0, "failed": 0}
         for entry in r.skipped:
             reason = str(entry.get("reason", ""))
@@ -154,10 +150,12 @@ class SyncRun(OutModel):
                 else "failed" if reason.startswith(("copy failed", "HEAD failed", "gone upstream")) else "deferred"
             )
             counts[kind] += n
+        skipped = r.skipped if max_skipped is None else r.skipped[:max_skipped]
         return cls(
             id=r.id, rule=r.rule, trigger=r.trigger, state=r.state, started_at=r.started_at,  # type: ignore[arg-type]
             finished_at=r.finished_at, requests_used=r.requests_used, copied=[CopiedTag(**c) for c in r.copied],
-            skipped=[SkippedTag(**s) for s in r.skipped], error=r.error, counts=counts,
+            skipped=[SkippedTag(**s) for s in skipped], error=r.error, counts=counts,
+            skipped_truncated=len(skipped) < len(r.skipped),
         )
 
 
@@ -171,15 +169,6 @@ class RunsQuery(QueryModel):
 
 class RunNowQuery(QueryModel):
     wait: bool = Field(True, description="answer when the run is done (201), or at once with the running run (202)")
-
-
-def _invalid(exc: Exception) -> ApiError:
-    codes = {InvalidTagFilter: "INVALID_TAG_FILTER", InvalidSchedule: "INVALID_SCHEDULE", InvalidSyncRule: "INVALID_SYNC_RULE"}
-    code = next(c for cls, c in codes.items() if isinstance(exc, cls))
-    return ApiError(422, "Unprocessable content", str(exc), code)
-
-
-INVALID = (InvalidTagFilter, InvalidSchedule, InvalidSyncRule)
 
 
 def _detail(r: SyncRuleRecord) -> dict[str, Any]:
@@ -199,10 +188,7 @@ async def create_rule(call: Call) -> web.Response:
     values = body.model_dump(exclude={"name"})
     if values["request_budget"] is None:
         del values["request_budget"]
-    try:
-        record = await sync_service(call).create_rule(body.name, values, call.actor)
-    except INVALID as exc:
-        raise _invalid(exc) from None
+    record = await sync_service(call).create_rule(body.name, values, call.actor)  # 422s: common._PROBLEMS
     await call.audit("sync_rule.create", record.name, "ok", _detail(record))
     return created(SyncRule.of(record), f"/sync-rules/{record.name}")
 
@@ -230,10 +216,7 @@ async def update_rule(call: Call) -> web.Response:
         changes["cron"] = None
     if changes.get("cron") is not None and "interval_seconds" not in given:
         changes["interval_seconds"] = None
-    try:
-        record = await sync_service(call).update_rule(name, changes)
-    except INVALID as exc:
-        raise _invalid(exc) from None
+    record = await sync_service(call).update_rule(name, changes)
     if record is None:
         raise not_found("sync rule", name)
     await call.audit("sync_rule.update", name, "ok", _detail(record))
@@ -272,13 +255,14 @@ async def list_runs(call: Call) -> web.Response:
     service = sync_service(call)
     if await service.get_rule(name) is None:
         raise not_found("sync rule", name)
-    return render(SyncRunList(runs=[SyncRun.of(r) for r in await service.list_runs(name, query.limit)]))
+    runs = await service.list_runs(name, query.limit)
+    return render(SyncRunList(runs=[SyncRun.of(r, LISTED_SKIPS) for r in runs]))
 
 
 async def get_run(call: Call) -> web.Response:
     name = call.name("sync rule")
     raw = call.request.match_info["id"]
-    run = await sync_service(call).get_run(name, int(raw)) if raw.isdigit() and len(raw) <= 9 else None
+    run = await sync_service(call).get_run(name, int(raw)) if raw.isascii() and raw.isdigit() and len(raw) <= 9 else None
     if run is None:
         raise ApiError(404, "Not found", f"sync rule {name!r} has no run {raw[:20]!r}", "NOT_FOUND")
     return render(SyncRun.of(run))
@@ -316,6 +300,8 @@ OPERATIONS = [
     Operation(
         "GET", "/sync-rules/{name}/runs", list_runs, "listSyncRuns", "A sync rule's recent runs, newest first",
         "sync-rules", query=RunsQuery, response=SyncRunList,
+        description=f"Each run lists at most {LISTED_SKIPS} skipped entries (skipped_truncated says when there are more; "
+        "counts covers them all); GET /sync-rules/{name}/runs/{id} answers a run in full.",
     ),
     Operation(
         "GET", "/sync-rules/{name}/runs/{id}", get_run, "getSyncRun", "One run of a sync rule", "sync-rules",

@@ -1,0 +1,70 @@
+"""``/api/v1/repositories/tags``: a repository's local tags, each with its digest and current provenance.
+
+What ``cargohold repository show`` prints, in one request. The answer comes
+from the local store only — no cache routing, no upstream request, no manifest
+bytes read — so on a cache namespace it lists what was pulled (or imported),
+not what the upstream has (``/v2/NAME/tags/list`` answers that). The
+repository is a query parameter because repository names contain slashes.
+Reading needs ``content/read`` or ``metadata/read`` on the repository.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from pydantic import Field
+
+from ...auth.scopes import METADATA, READ
+from ...oci.errors import NameUnknown
+from ...oci.names import NAME_PATTERN
+from ..keys import IMPORTS
+from .common import ApiError, Call, Operation, OutModel, QueryModel, render
+from .provenance import Provenance
+from .provenance import _view as provenance_view
+
+MAX_TAGS = 1000
+
+
+class TagsQuery(QueryModel):
+    repository: str = Field(pattern=f"^{NAME_PATTERN}$", max_length=255, description="a local repository, e.g. library/alpine")
+    limit: int = Field(200, ge=1, le=MAX_TAGS, description="tags at most, in tag order")
+
+
+class LocalTag(OutModel):
+    tag: str
+    digest: str = Field(description="the manifest the tag names in the local store")
+    provenance: Provenance | None = Field(description="the tag's newest import or sync record; null if never imported")
+
+
+class RepositoryTags(OutModel):
+    repository: str
+    tags: list[LocalTag]
+    more_tags: bool = Field(description="more tags follow than limit allowed")
+    untagged_imports: list[Provenance] = Field(description="the newest import by digest only (no tag), if any")
+
+
+async def list_tags(call: Call) -> web.Response:
+    q: TagsQuery = call.query
+    if not (call.caller.may(q.repository, READ) or call.caller.may(q.repository, METADATA)):
+        raise ApiError(403, "Forbidden", f"{call.actor} may not read {q.repository}", "DENIED")
+    try:
+        tags, more, untagged = await call.request.app[IMPORTS].local_tags(q.repository, q.limit)
+    except NameUnknown:
+        raise ApiError(404, "Not found", f"no repository {q.repository!r}", "NOT_FOUND") from None
+    return render(RepositoryTags(
+        repository=q.repository,
+        tags=[LocalTag(tag=t.tag, digest=t.digest, provenance=provenance_view(t.provenance) if t.provenance else None)
+              for t in tags],
+        more_tags=more,
+        untagged_imports=[provenance_view(r) for r in untagged],
+    ))
+
+
+OPERATIONS = [
+    Operation(
+        "GET", "/repositories/tags", list_tags, "listRepositoryTags",
+        "A repository's local tags with their digests and current provenance (no upstream request)", "imports",
+        query=TagsQuery, response=RepositoryTags, access="authenticated",
+        description="Needs content/read or metadata/read on the repository. Local store only: on a cache namespace, "
+        "the tags pulled so far, never the upstream's. 404 for a repository the store does not hold.",
+    ),
+]
