@@ -583,6 +583,33 @@ def test_targets_inside_a_cache_namespace_are_refused(server: Server, proxy: Ups
         ok(api(server, "DELETE", f"/cache-rules/{cache_rule}"), 204)
 
 
+def test_a_cache_rule_may_not_cover_a_sync_target(server: Server, proxy: UpstreamProxy) -> None:
+    """The other direction of the check above: a new or moved cache target over a synced repository is a 409."""
+    namespace = unique("synced")
+    rule = create_rule(server, proxy, "x/app", f"{namespace}/app", enabled=False)
+    detail = problem(api(server, "POST", "/cache-rules", json={
+        "name": rule_name(), "source": f"{proxy.host}/*", "target": f"{namespace}/*", "insecure": True,
+    }), 409, "RULE_CONFLICT")["detail"]
+    assert rule["name"] in detail and f"{namespace}/app" in detail
+    other = rule_name()
+    ok(api(server, "POST", "/cache-rules", json={
+        "name": other, "source": f"{proxy.host}/*", "target": f"{unique('elsewhere')}/*", "insecure": True,
+    }), 201)
+    try:
+        problem(api(server, "PATCH", f"/cache-rules/{other}", json={"target": f"{namespace}/*"}), 409, "RULE_CONFLICT")
+        problem(api(server, "PATCH", f"/cache-rules/{other}", json={
+            "source": f"{proxy.host}/x/app", "target": f"{namespace}/app",
+        }), 409, "RULE_CONFLICT")
+    finally:
+        ok(api(server, "DELETE", f"/cache-rules/{other}"), 204)
+    ok(api(server, "DELETE", f"/sync-rules/{rule['name']}"), 204)
+    created = rule_name()
+    ok(api(server, "POST", "/cache-rules", json={
+        "name": created, "source": f"{proxy.host}/*", "target": f"{namespace}/*", "insecure": True,
+    }), 201)
+    ok(api(server, "DELETE", f"/cache-rules/{created}"), 204)
+
+
 def test_no_internal_errors_logged(server: Server) -> None:
     """Last in this module: nothing above made the server log a traceback."""
     log = server.log()

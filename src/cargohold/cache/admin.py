@@ -47,7 +47,7 @@ from ..upstream.guard import (
     UpstreamRefused,
     is_ip_literal,
 )
-from .rules import DEFAULT_TAG_TTL_SECONDS, CacheRule, InvalidRule, RuleSet, Source
+from .rules import DEFAULT_TAG_TTL_SECONDS, CacheRule, InvalidRule, RuleConflict, RuleSet, Source
 from .secrets import SecretBox
 
 log = logging.getLogger("cargohold.cache")
@@ -251,6 +251,7 @@ class CacheAdmin:
         if any(r.name == name for r in existing):
             raise AlreadyExists(f"a cache rule named {name!r} already exists")
         RuleSet([_rule_of(r) for r in existing]).check_new(rule)
+        await self._check_sync_targets(rule)
         await self._check_credential_set(rule)
         await self._check_upstream(rule)
         return await self.store.create_rule(name, values)
@@ -271,6 +272,8 @@ class CacheAdmin:
         stored = _stored(rule)
         existing = await self.store.list_rules()
         RuleSet([_rule_of(r) for r in existing if r.name != name]).check_new(rule, replacing=name)
+        if stored["target"] != current.target:
+            await self._check_sync_targets(rule)
         if stored["credential_set"] is not None and (
             stored["credential_set"] != current.credential_set or stored["source"] != current.source
         ):
@@ -283,6 +286,15 @@ class CacheAdmin:
 
     async def delete_rule(self, name: str) -> bool:
         return await self.store.delete_rule(name)
+
+    async def _check_sync_targets(self, rule: CacheRule) -> None:
+        """The mirror image of ``check_not_cached``: a cache target may not cover a repository a sync rule fills."""
+        for sync_rule, repository in await self.store.sync_targets():
+            if rule.target.suffix_of(repository) is not None:
+                raise RuleConflict(
+                    f"sync rule {sync_rule!r} copies into {repository}, which target {rule.target} would turn into a "
+                    "read-only cache; choose another target, or move or delete the sync rule first"
+                )
 
     async def _check_credential_set(self, rule: CacheRule) -> None:
         await self.check_credential_set(rule.credential_set, rule.source.registry)

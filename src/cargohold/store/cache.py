@@ -190,6 +190,12 @@ class CacheConfigStore(SqlStore):
                 raise InUse(f"credential set {name!r} is used by {users}")
             return (await conn.execute(delete(credential_sets).where(credential_sets.c.name == name))).rowcount > 0
 
+    async def sync_targets(self) -> list[tuple[str, str]]:
+        """(sync rule, target repository) pairs: a cache rule may not take over a repository a sync rule fills."""
+        async with self._read() as conn:
+            rows = await conn.execute(select(sync_rules.c.name, sync_rules.c.target).order_by(sync_rules.c.name))
+            return [(row.name, row.target) for row in rows]
+
     async def credential_set_users(self, name: str) -> str:
         async with self._read() as conn:
             return await self._credential_set_users(conn, name)

@@ -151,7 +151,7 @@ async def delete_rule(call: Call) -> web.Response:
     return no_content()
 
 
-CONFLICT = "another rule has that name or target (or is already the Docker Hub mirror)"
+CONFLICT = "another rule has that name or target (or is already the Docker Hub mirror), or a sync rule copies into a repository the target would cover"
 OPERATIONS = [
     Operation("GET", "/cache-rules", list_rules, "listCacheRules", "List cache rules", "cache-rules", response=list[CacheRule]),
     Operation(
