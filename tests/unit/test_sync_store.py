@@ -76,7 +76,7 @@ async def test_credential_set_reference(store: SyncStore) -> None:
     await CacheConfigStore(store.engine).create_credential_set("hub", "docker.io", "me", "sealed")
     rule = await store.create_rule("withcreds", {**RULE, "credential_set": "hub"}, "admin")
     assert rule.credential_set == "hub"
-    assert await store.rules_using("hub") == ["withcreds"]
+    assert await CacheConfigStore(store.engine).credential_set_users("hub") == "sync rule(s) withcreds"
 
 
 async def test_lease_one_winner_and_expiry(store: SyncStore) -> None:

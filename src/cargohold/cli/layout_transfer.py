@@ -154,19 +154,17 @@ class Importer:
         self.pushed.add(digest)
         if self.v2.has_blob(self.name, digest):
             return
-        path = self.layout.blob_path(digest)
-        if not path.is_file():
-            raise LayoutError(f"{self.layout.root}: blob {digest} is missing")
         alg, hexpart = split_digest(digest)
         hasher = hashlib.new(alg)
-        with path.open("rb") as stream:  # verify first: the server would refuse it anyway, with a worse message
+        size = 0
+        with self.layout.open_blob(digest) as stream:  # verify first: the server would refuse it anyway, worse worded
             while chunk := stream.read(CHUNK):
                 hasher.update(chunk)
+                size += len(chunk)
         if hasher.hexdigest() != hexpart:
             raise LayoutError(f"{self.layout.root}: blob {digest} does not match its digest")
-        size = path.stat().st_size
         self.progress(f"blob {digest[:19]}")
-        with path.open("rb") as stream:
+        with self.layout.open_blob(digest) as stream:
             self.v2.push_blob(self.name, digest, stream, size)
         self.blobs += 1
         self.bytes += size

@@ -65,7 +65,7 @@ class CredentialSetRecord:
     name: str
     login_server: str
     username: str
-    secret: str  # encrypted; only cache/credentials.py decrypts it
+    secret: str  # Fernet-encrypted; only cache/admin.py (through cache/secrets.py) decrypts it
     created_at: datetime
     updated_at: datetime
     last_login_at: datetime | None

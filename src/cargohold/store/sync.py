@@ -145,11 +145,6 @@ class SyncStore(SqlStore):
             await conn.execute(delete(sync_runs).where(sync_runs.c.rule == name))
             return (await conn.execute(delete(sync_rules).where(sync_rules.c.name == name))).rowcount > 0
 
-    async def rules_using(self, credential_set: str) -> list[str]:
-        async with self._read() as conn:
-            query = select(sync_rules.c.name).where(sync_rules.c.credential_set == credential_set)
-            return sorted((await conn.execute(query)).scalars().all())
-
     # ---- schedule and lease --------------------------------------------------------------------
 
     async def due(self, at: datetime | None = None) -> list[str]:
