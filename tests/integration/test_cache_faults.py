@@ -534,6 +534,61 @@ def test_kill_9_mid_fill_then_restart(cache: Cache, upstream: DockerRegistry) ->
     assert_store_intact(server.data_dir)
 
 
+def test_head_of_an_uncached_blob_asks_the_upstream_with_head(cache: Cache, upstream: DockerRegistry) -> None:
+    """A HEAD must not cost a download: the upstream sees a HEAD, nothing is stored or linked."""
+    image = push_upstream(upstream, layers=(256 * KiB,), tag="head")
+    repo, layer = image.local(), image.layers[0]
+    digest = digest_of(layer)
+    assert cache.manifest(repo, image.tag).status_code == 200
+    cache.proxy.reset()
+    r = cache.http.head(f"{cache.url}/v2/{repo}/blobs/{digest}", timeout=TIMEOUT)
+    assert r.status_code == 200, r.status_code
+    assert r.headers["Content-Length"] == str(len(layer)) and r.headers["Docker-Content-Digest"] == digest
+    assert cache.proxy.counts("HEAD", "blob", image.upstream_repo) == 1, cache.proxy.summary()
+    assert cache.proxy.counts("GET", "blob", image.upstream_repo) == 0, cache.proxy.summary()
+    time.sleep(0.3)
+    assert digest not in blob_files(cache.server.data_dir)
+    missing = cache.http.head(f"{cache.url}/v2/{repo}/blobs/sha256:{'0' * 64}", timeout=TIMEOUT)
+    assert missing.status_code == 404
+
+
+def test_range_of_a_blob_being_filled_is_answered_206_from_the_partial_file(
+    cache: Cache, upstream: DockerRegistry
+) -> None:
+    """A client resuming a layer while the cache still fills it gets its range at once, from the same fill."""
+    proxy = cache.proxy
+    proxy.faults["slow"] = _slow
+    image = push_upstream(upstream, layers=(3 * MiB,), tag="range")
+    repo, layer = image.local(), image.layers[0]
+    digest = digest_of(layer)
+    assert cache.manifest(repo, image.tag).status_code == 200
+    proxy.reset()
+    proxy.fail(("slow", 1 * MiB), kind="blob", repo=image.upstream_repo)  # about 3 s for the whole layer
+    received = bytearray()
+    with cache.http.get(f"{cache.url}/v2/{repo}/blobs/{digest}", stream=True, timeout=TIMEOUT) as first:
+        assert first.status_code == 200 and first.headers.get("X-Cache") == "MISS"
+        chunks = first.raw.stream(32 * KiB, decode_content=False)
+        while len(received) < 512 * KiB:
+            received.extend(next(chunks))
+        # The fill is under way and far from done: ask for a range it already holds.
+        partial = cache.http.get(
+            f"{cache.url}/v2/{repo}/blobs/{digest}", headers={"Range": "bytes=1024-65535"}, timeout=TIMEOUT
+        )
+        assert partial.status_code == 206, (partial.status_code, partial.text[:200])
+        assert partial.headers["Content-Range"] == f"bytes 1024-65535/{len(layer)}"
+        assert partial.content == layer[1024:65536]
+        # A range that ends in the withheld tail comes once the digest has checked out.
+        tail = cache.http.get(
+            f"{cache.url}/v2/{repo}/blobs/{digest}", headers={"Range": "bytes=-100"}, timeout=TIMEOUT
+        )
+        assert tail.status_code == 206 and tail.content == layer[-100:]
+        for chunk in chunks:
+            received.extend(chunk)
+    assert bytes(received) == layer
+    assert proxy.counts("GET", "blob", image.upstream_repo) == 1, proxy.summary()
+    proxy.clear_fault()
+
+
 # Last: it stops the module's server.
 def test_fsck_is_clean_after_the_faults(cache: Cache) -> None:
     """Whatever the earlier tests left (aborted fills, a killed fill, stale tags), the stored data checks out."""

@@ -567,6 +567,7 @@ def test_cache_namespace_refuses_writes_even_for_admin(world: World) -> None:
     assert r.status_code == 200, describe(r)
     assert world.blob(f"hub/{repo}", config_digest).status_code == 200
     world.proxy.reset()
+    session = uuid.uuid4().hex
     attempts: list[tuple[str, str, dict[str, Any]]] = [
         ("PUT", f"hub/{repo}/manifests/v2", {"data": image.body, "headers": {"Content-Type": OCI_MANIFEST}}),
         ("PUT", f"hub/{repo}/manifests/{image.digest}", {"data": image.body, "headers": {"Content-Type": OCI_MANIFEST}}),
@@ -575,6 +576,10 @@ def test_cache_namespace_refuses_writes_even_for_admin(world: World) -> None:
         ("DELETE", f"hub/{repo}/manifests/{image.digest}", {}),
         ("DELETE", f"hub/{repo}/manifests/v1", {}),
         ("DELETE", f"hub/{repo}/blobs/{config_digest}", {}),
+        # Every step of an upload session is refused too, whether or not the session exists.
+        ("PATCH", f"hub/{repo}/blobs/uploads/{session}", {"data": b"x", "headers": {"Content-Range": "0-0"}}),
+        ("PUT", f"hub/{repo}/blobs/uploads/{session}?digest={config_digest}", {"data": b""}),
+        ("DELETE", f"hub/{repo}/blobs/uploads/{session}", {}),
         # The mirror spelling names the same repository.
         ("PUT", f"library/{repo}/manifests/v3?ns={world.proxy.host}", {"data": image.body, "headers": {"Content-Type": OCI_MANIFEST}}),
     ]

@@ -3,10 +3,13 @@ and the checks cache/admin.py makes before anything is stored (no database neede
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+
+from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
@@ -315,3 +318,31 @@ async def test_unresolvable_and_public_upstreams_accepted() -> None:
     await admin(False)._check_upstream(CacheRule.build("r", "no-such-host.invalid/*", "t/*"))
     await admin(False)._check_upstream(CacheRule.build("r", "8.8.8.8/*", "t/*"))
     await admin(False)._check_upstream(CacheRule.build("r", "[2001:4860:4860::8888]:443/*", "t/*"))
+
+
+def _race_for_key(data: str, barrier: Any, keys: Any) -> None:
+    barrier.wait()
+    try:
+        keys.put(SecretBox(load_key(Path(data), None)).seal("x"))
+    except Exception as exc:  # noqa: BLE001 - the point: a loser must not fail
+        keys.put(f"error: {type(exc).__name__}: {exc}")
+
+
+def test_workers_racing_for_the_first_key_all_get_the_same_complete_key(tmp_path: Path) -> None:
+    """Workers start together on a fresh data directory: each one must end up with the one key on disk."""
+    ctx = multiprocessing.get_context("fork")
+    for round_ in range(15):
+        data = tmp_path / f"data{round_}"
+        data.mkdir()
+        barrier, keys = ctx.Barrier(8), ctx.Queue()
+        procs = [ctx.Process(target=_race_for_key, args=(str(data), barrier, keys)) for _ in range(8)]
+        for p in procs:
+            p.start()
+        sealed = [keys.get(timeout=30) for _ in procs]
+        for p in procs:
+            p.join(timeout=30)
+        box = SecretBox(load_key(data, None))
+        for s in sealed:
+            assert not s.startswith("error:"), s
+            assert box.open(s) == "x"
+        assert [p.name for p in data.iterdir()] == [KEY_FILE]

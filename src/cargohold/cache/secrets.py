@@ -9,6 +9,7 @@ credentials.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -34,14 +35,20 @@ def load_key(data_dir: Path, configured: str | None) -> Fernet:
         pass
     data_dir.mkdir(parents=True, exist_ok=True)
     key = Fernet.generate_key()
+    # Written whole under a private name, then hard-linked into place: a worker that loses the race
+    # never reads a half-written (empty) key file, it reads the winner's complete one.
+    fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=".secret-key.")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another worker won the race: use its key
-        return Fernet(path.read_bytes().strip())
-    with os.fdopen(fd, "wb") as f:
-        f.write(key)
-        f.flush()
-        os.fsync(f.fileno())
+        with os.fdopen(fd, "wb") as f:
+            f.write(key)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:  # another worker won the race: use its key
+            return Fernet(path.read_bytes().strip())
+    finally:
+        os.unlink(tmp)
     return Fernet(key)
 
 

@@ -12,6 +12,7 @@ and labelled STALE; without one the caller gets a precise error.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -25,9 +26,10 @@ import aiohttp
 from ..config import Settings
 from ..oci import mediatypes as mt
 from ..oci.digest import Digest
-from ..oci.errors import BlobUnknown, ManifestUnknown, UpstreamFailed, UpstreamRateLimited
+from ..oci.errors import BlobUnknown, DigestInvalid, ManifestUnknown, SizeInvalid, UpstreamFailed, UpstreamRateLimited
 from ..oci.manifest import parse_manifest
 from ..registry.manifest_cache import Manifest
+from ..registry.ingest import Readable, Verified, nothing_readable
 from ..registry.manifests import is_digest_reference
 from ..registry.service import Registry
 from ..store.blobs import BlobFile
@@ -338,52 +340,118 @@ class CacheService:
 
     # ---- blobs -------------------------------------------------------------------------------
 
-    async def blob(self, route: Route, digest: str) -> tuple[BlobFile | BlobStream, str]:
-        """A cached blob file (HIT) or a stream of the upstream download shared with other requesters (MISS)."""
-        try:
-            found = await self.registry.blobs.stat(route.local, digest)
-        except BlobUnknown:
-            pass
-        else:
-            self.note_pull(found.digest)
-            metrics.cache_result(route.rule.name, "blob", HIT)
-            return found, HIT
+    async def blob(
+        self, route: Route, digest: str, readable: Readable = nothing_readable
+    ) -> tuple[BlobFile | BlobStream, str]:
+        """A cached blob file (HIT) or a stream of the upstream download shared with other requesters (MISS).
+
+        The possession rule (``registry/ingest.py``) holds here too: bytes the store holds for other
+        repositories are linked into the namespace only when the requester may read one of those
+        repositories (``readable``), or after the upstream sent bytes that hash to the digest. A
+        cached manifest naming the digest, or the upstream answering 200, proves nothing.
+        """
         parsed = Digest.parse(digest)
-        await self.fills.publishing(parsed)
+        for _ in range(3):
+            found = await self._linked(route, parsed)
+            if found is not None:
+                return found, HIT
+            if self.registry.stores.blobs.stat(parsed) is not None:
+                if str(parsed) in self._recording:  # a fill of this worker has the bytes and is linking them
+                    await self.recorded(str(parsed))
+                    continue
+                return await self._prove(route, parsed, readable)
+            client = await self.client(route.rule)
+
+            def fetch(offset: int):  # type: ignore[no-untyped-def]
+                return client.blob(route.upstream_repository, str(parsed), offset)
+
+            # The first requester of this namespace holds its link lock until the fill is linked here, so
+            # that a request in another worker that finds the bytes published but not yet linked waits
+            # for the link (``_prove``) instead of fetching them again. The others just join the fill.
+            linking = contextlib.AsyncExitStack()
+            with contextlib.suppress(TimeoutError):
+                await linking.enter_async_context(self.locks.hold(self._link_key(route, parsed), timeout=0))
+            try:
+                stream = await self._blob_request(route, digest, self.fills.open(parsed, fetch))
+            except BaseException:
+                await linking.aclose()
+                raise
+            if stream.origin is None:  # stored by someone else meanwhile: that proves nothing here
+                await linking.aclose()
+                await stream.aclose()
+                continue
+            key = str(parsed)
+            recording = self._recording[key] = self.spawn(self._record_fill(route, stream, linking))
+            recording.add_done_callback(lambda task: self._recording.get(key) is task and self._recording.pop(key))
+            metrics.cache_result(route.rule.name, "blob", MISS)
+            return stream, MISS
+        raise self._failure(route, digest, RuntimeError("the blob kept changing while it was looked up"))
+
+    async def _linked(self, route: Route, digest: Digest) -> BlobFile | None:
+        """The blob when the namespace links it already (after any fill of it this worker is finishing)."""
+        await self.fills.publishing(digest)
+        try:
+            found = await self.registry.blobs.stat(route.local, str(digest))
+        except BlobUnknown:
+            return None
+        self.note_pull(found.digest)
+        metrics.cache_result(route.rule.name, "blob", HIT)
+        return found
+
+    async def _prove(self, route: Route, digest: Digest, readable: Readable) -> tuple[BlobFile, str]:
+        """The store holds the bytes, the namespace does not link them: mount, or fetch and verify."""
+        ingest = self.registry.ingest
+        result = HIT
+        if await ingest.mount(route.local, digest, readable) is None:
+            try:
+                async with self._single_flight(self._link_key(route, digest)):
+                    if await self.registry.blobs.linked_size(route.local, str(digest)) is None:
+                        client = await self.client(route.rule)
+                        await self._blob_request(route, str(digest), self._fetch_verified(route, client, digest))
+                        result = MISS
+            except TimeoutError as error:
+                raise self._failure(route, str(digest), error) from None
+        found = await self.registry.blobs.stat(route.local, str(digest))
+        self.note_pull(found.digest)
+        metrics.cache_result(route.rule.name, "blob", result)
+        return found, result
+
+    async def _fetch_verified(self, route: Route, client: UpstreamClient, digest: Digest) -> None:
+        """Download a blob the store already holds, to prove the upstream has exactly these bytes."""
+        async with client.blob(route.upstream_repository, str(digest)) as response:
+            try:
+                await self.registry.ingest.receive(route.local, digest, response.chunks, response.size)
+            except (DigestInvalid, SizeInvalid) as error:
+                raise up.UpstreamProtocolError(
+                    f"the upstream's bytes for {digest} are not that blob ({error.message})"
+                ) from None
+
+    async def blob_size(self, route: Route, digest: str, readable: Readable = nothing_readable) -> tuple[int | None, str]:
+        """A HEAD for a blob: its size, from the namespace when linked (HIT), else from an upstream HEAD.
+
+        Nothing is downloaded and nothing is linked: a HEAD learns a size, never bytes.
+        """
+        parsed = Digest.parse(digest)
+        found = await self._linked(route, parsed)
+        if found is not None:
+            return found.size, HIT
         client = await self.client(route.rule)
-
-        def fetch(offset: int):  # type: ignore[no-untyped-def]
-            return client.blob(route.upstream_repository, str(parsed), offset)
-
-        present = self.registry.stores.blobs.stat(parsed)
-        if present is not None:
-            # The bytes are here (another namespace, or pushed content); link them only if this
-            # namespace's upstream serves the digest too, or a cached manifest here names it:
-            # a cache namespace must not become a way to read other repositories' blobs.
-            if not await self.registry.blobs.referenced(route.local, str(parsed)):
-                await self._blob_request(route, digest, self._probe(fetch))
-            await self.registry.blobs.link(route.local, str(parsed), present.size)
-            self.note_pull(str(parsed))
-            metrics.cache_result(route.rule.name, "blob", HIT)
-            return present, HIT
-        stream = await self._blob_request(route, digest, self.fills.open(parsed, fetch))
-        key = str(parsed)
-        recording = self._recording[key] = self.spawn(self._record_fill(route, parsed))
-        recording.add_done_callback(lambda task: self._recording.get(key) is task and self._recording.pop(key))
-        metrics.cache_result(route.rule.name, "blob", MISS)
-        return stream, MISS
-
-    async def _record_fill(self, route: Route, digest: Digest) -> None:
-        """Link and count a fill once published, whether or not a requester streamed it to the end
-        (a HEAD, a client that hung up): else the blob would be cached but never counted nor evicted."""
-        size = await self.fills.settled(digest)
-        if size is not None:
-            await self.blob_filled(route, str(digest), size)
+        size = await self._blob_request(route, digest, client.head_blob(route.upstream_repository, str(parsed)))
+        return size, MISS
 
     @staticmethod
-    async def _probe(fetch) -> None:  # type: ignore[no-untyped-def]
-        async with fetch(0):
-            pass
+    def _link_key(route: Route, digest: Digest) -> str:
+        return f"blob {route.local}@{digest}"
+
+    async def _record_fill(self, route: Route, stream: BlobStream, linking: contextlib.AsyncExitStack) -> None:
+        """Link and count a fill once published, whether or not a requester streamed it to the end
+        (a client that hung up): else the blob would be cached but never counted nor evicted."""
+        try:
+            proof = await self.fills.proof(stream)
+            if proof is not None:
+                await self.blob_filled(route, proof)
+        finally:
+            await linking.aclose()
 
     async def _blob_request(self, route: Route, digest: str, request: Awaitable[T]) -> T:
         try:
@@ -405,10 +473,10 @@ class CacheService:
         if task is not None:
             await asyncio.wait([task])
 
-    async def blob_filled(self, route: Route, digest: str, size: int) -> None:
-        """A requester finished streaming a filled blob: link it here and count it as cached content."""
-        await self.registry.blobs.link(route.local, digest, size)
-        await self.state.record_blob(digest, size)
+    async def blob_filled(self, route: Route, proof: Verified) -> None:
+        """A fill hashed and published these bytes: link them here and count them as cached content."""
+        await self.registry.ingest.link(route.local, proof)
+        await self.state.record_blob(str(proof.digest), proof.size)
 
     def note_pull(self, digest: str) -> None:
         self._pulls[digest] = datetime.now(UTC)

@@ -1,4 +1,4 @@
-"""Reading, mounting and deleting blobs a repository links."""
+"""Reading and unlinking the blobs a repository links (bytes come in through ``ingest.py``)."""
 
 from __future__ import annotations
 
@@ -23,24 +23,10 @@ class BlobService:
             raise BlobUnknown(detail={"digest": digest})
         return found
 
-    async def mount(self, repository: str, source: str, digest: str) -> BlobFile | None:
-        """Link a blob from ``source``; None when ``source`` cannot serve it (the caller then uploads)."""
+    async def linked_size(self, repository: str, digest: str) -> int | None:
+        """The size of a blob ``repository`` links; None when it does not."""
         validate_name(repository)
-        validate_name(source)
-        parsed = Digest.parse(digest)
-        if self._s.blobs.stat(parsed) is None:
-            return None
-        size = await self._s.metadata.mount_blob(repository, source, str(parsed))
-        return self._s.blobs.stat(parsed) if size is not None else None
-
-    async def link(self, repository: str, digest: str, size: int) -> None:
-        """Make a blob whose bytes are already in the store servable from ``repository`` (the cache fills this way)."""
-        validate_name(repository)
-        await self._s.metadata.add_blob(repository, str(Digest.parse(digest)), size)
-
-    async def referenced(self, repository: str, digest: str) -> bool:
-        """Whether a manifest in ``repository`` names this blob."""
-        return await self._s.metadata.references(repository, str(Digest.parse(digest)))
+        return await self._s.metadata.linked_blob_size(repository, str(Digest.parse(digest)))
 
     async def delete(self, repository: str, digest: str) -> None:
         """Unlink from this repository; the bytes stay while anything else links them (garbage collection's job)."""

@@ -28,7 +28,7 @@ class ListingService:
         found = await self._s.metadata.list_tags(repository, None if n is None else n + 1, last)
         if found is None:
             raise NameUnknown(detail={"name": repository})
-        return _page(found, n)
+        return page_of(found, n)
 
     async def catalog(self, n: int | None, last: str | None, visible: Callable[[str], bool] = lambda _: True) -> Page:
         """Repositories after ``last`` that ``visible`` admits; pages are filled across hidden names."""
@@ -41,10 +41,10 @@ class ListingService:
             if len(batch) < _BATCH:
                 break
             cursor = batch[-1]
-        return _page(found if wanted is None else found[:wanted], n)
+        return page_of(found if wanted is None else found[:wanted], n)
 
 
-def _page(found: list[str], n: int | None) -> Page:
+def page_of(found: list[str], n: int | None) -> Page:
     if n is not None and len(found) > n:
         return Page(found[:n], True)
     return Page(found, False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..config import Settings
 from .blobs import BlobService
+from .ingest import BlobIngest
 from .listing import ListingService
 from .manifests import ManifestService
 from .referrers import ReferrerService
@@ -15,7 +16,8 @@ class Registry:
     def __init__(self, stores: Stores) -> None:
         self.stores = stores
         self.blobs = BlobService(stores)
-        self.uploads = UploadService(stores)
+        self.ingest = BlobIngest(stores)
+        self.uploads = UploadService(stores, self.ingest)
         self.manifests = ManifestService(stores)
         self.listing = ListingService(stores)
         self.referrers = ReferrerService(stores)

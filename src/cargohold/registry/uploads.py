@@ -1,9 +1,8 @@
 """Blob upload sessions: monolithic, chunked and resumed pushes.
 
 Bytes are hashed while they stream to disk and become visible only after the
-digest checks out: verified → fsynced → renamed into the blob store → linked
-in metadata, in that order, so a crash at any point leaves either nothing or
-a complete blob.
+digest checks out; completing a session is the ingest path's job
+(``ingest.py``: verified → fsynced → renamed into the blob store → linked).
 """
 
 from __future__ import annotations
@@ -14,12 +13,14 @@ from collections.abc import AsyncIterator
 from ..oci.digest import Digest
 from ..oci.names import validate_name
 from ..store.uploads import UploadState
+from .ingest import BlobIngest
 from .stores import Stores
 
 
 class UploadService:
-    def __init__(self, stores: Stores) -> None:
+    def __init__(self, stores: Stores, ingest: BlobIngest) -> None:
         self._s = stores
+        self._ingest = ingest
 
     def start(self, repository: str) -> UploadState:
         validate_name(repository)
@@ -46,27 +47,13 @@ class UploadService:
     ) -> int:
         """Append the final chunk (may be empty), verify, publish and link; the blob's size."""
         validate_name(repository)
-        expected = Digest.parse(digest)
-        uploads = self._s.uploads
-        uploads.state(repository, upload_id)
-        if body is not None:
-            await uploads.append(repository, upload_id, body, start, length)
-        finished = await uploads.finish(repository, upload_id, expected)
-        try:
-            await self._s.blobs.adopt(finished.path, expected)
-            await self._s.metadata.add_blob(repository, str(expected), finished.size)
-        finally:
-            uploads.discard(upload_id)
-        return finished.size
+        proof = await self._ingest.finish_session(repository, upload_id, Digest.parse(digest), body, start, length)
+        return proof.size
 
     async def monolithic(self, repository: str, digest: str, body: AsyncIterator[bytes], length: int | None) -> int:
         validate_name(repository)
-        Digest.parse(digest)
-        state = self._s.uploads.create(repository, internal=True)
-        try:
-            return await self.complete(repository, state.id, digest, body, 0, length)
-        finally:
-            self._s.uploads.discard(state.id)
+        proof = await self._ingest.receive(repository, Digest.parse(digest), body, length)
+        return proof.size
 
     def cancel(self, repository: str, upload_id: str) -> None:
         validate_name(repository)

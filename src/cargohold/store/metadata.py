@@ -142,16 +142,17 @@ class MetadataStore(SqlStore):
             await self._link(conn, await self._ensure_repository(conn, repository), digest)
             return size
 
-    async def references(self, repository: str, child: str) -> bool:
-        """Whether a manifest in ``repository`` references ``child`` (a blob or a child manifest)."""
+    async def repositories_linking(self, digest: str, limit: int) -> list[str]:
+        """Names of repositories that link ``digest`` (the first ``limit``, in name order): candidates for a mount."""
         query = (
-            select(manifest_references.c.digest)
-            .select_from(manifest_references.join(repositories, repositories.c.id == manifest_references.c.repository_id))
-            .where(repositories.c.name == repository, manifest_references.c.child == child)
-            .limit(1)
+            select(repositories.c.name)
+            .select_from(repository_blobs.join(repositories, repositories.c.id == repository_blobs.c.repository_id))
+            .where(repository_blobs.c.digest == digest)
+            .order_by(repositories.c.name)
+            .limit(limit)
         )
         async with self._read() as conn:
-            return (await conn.execute(query)).first() is not None
+            return list((await conn.execute(query)).scalars())
 
     async def unlink_blob(self, repository: str, digest: str) -> bool:
         async with self._write() as conn:

@@ -12,11 +12,12 @@ What is copied, in three phases, so that a failure leaves no target tag:
    source has none — CNCF Distribution 2.8), recursively. Manifests are small
    and are kept in memory as the exact bytes the source served.
 2. **Blobs.** Each blob a copied manifest needs is skipped when the target
-   repository links it already, linked when the store holds its bytes and the
-   source serves it (one probe, so an import cannot be used to read another
-   repository's blobs), else streamed to a temporary file under
-   ``data_dir/tmp`` while hashing, checked (digest and size), fsynced and
-   adopted by the blob store. At most ``PARALLEL_BLOBS`` at a time.
+   repository links it already, linked without a request when the requester
+   may read a repository that links it (the mount rule), else streamed from the
+   source through the registry's ingest path (hashed, size and digest checked,
+   fsynced, published, linked) — even when the store holds its bytes already:
+   a source naming a digest is no proof of possessing it, so an import cannot
+   be used to read another repository's blobs. At most ``PARALLEL_BLOBS`` at a time.
 3. **Manifests**, byte-exact, children before parents; the top manifest last,
    with the target tag in the same transaction. Until then the tag does not
    move (or exist).
@@ -41,8 +42,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
-import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -50,12 +49,12 @@ from typing import Any
 
 from ..config import Settings
 from ..oci import mediatypes as mt
-from ..oci.digest import Digest, new_hasher
-from ..oci.errors import BlobUnknown, RegistryError
+from ..oci.digest import Digest
+from ..oci.errors import BlobUnknown, DigestInvalid, RegistryError, SizeInvalid
 from ..oci.manifest import parse_manifest
 from ..oci.reference import Reference
+from ..registry.ingest import Readable, Verified, nothing_readable
 from ..registry.service import Registry
-from ..store.files import fsync_file
 from ..store.imports import ProvenanceRecord, ProvenanceStore
 from ..upstream import errors as up
 from ..upstream.client import (
@@ -178,6 +177,7 @@ class Importer:
         observer: UpstreamObserver | None = None,
         client: UpstreamClient | None = None,
         max_retry_after: float | None = None,
+        readable: Readable = nothing_readable,
     ) -> ImportResult:
         """Copy ``source_ref`` to every target; on success record one provenance row per target.
 
@@ -191,6 +191,10 @@ class Importer:
         so ``credentials``, ``insecure``, ``observer`` and ``max_retry_after`` are then unused).
         Otherwise a client of its own is made; ``max_retry_after`` (default 2 s) is the longest
         ``Retry-After`` it sleeps on inline before failing with SOURCE_RATE_LIMITED.
+
+        ``readable``: which local repositories the requester may pull from. A blob one of them links
+        is linked without fetching; every other blob is fetched from the source and verified, even
+        when the store holds its bytes (the possession rule).
         """
         try:
             source = Reference.parse(source_ref)
@@ -211,7 +215,7 @@ class Importer:
                         raise TargetConflict(
                             f"{target} points to {digest}, not to {plan.top} ({source_ref}); import with force to move it"
                         )
-                tally = _Tally(progress)
+                tally = _Tally(progress, readable)
                 if totals is not None:  # bytes: each blob is fetched once at most, whatever the number of targets
                     wanted = plan.blobs()
                     totals(sum(wanted.values()), len(wanted) * len({t.repository for t in targets}))
@@ -346,6 +350,12 @@ class Importer:
     async def _copy_blob(
         self, client: UpstreamClient, source_repo: str, repository: str, digest: str, size: int, tally: _Tally
     ) -> None:
+        """Link a blob the caller may read already; otherwise fetch it and link what hashed right.
+
+        A blob the store holds for another repository is fetched like any other unless the caller may
+        read a repository that links it (the possession rule, ``registry/ingest.py``): the source's
+        answer naming it proves nothing.
+        """
         try:
             await self.registry.blobs.stat(repository, digest)
         except BlobUnknown:
@@ -354,56 +364,34 @@ class Importer:
             tally.done(0)
             return
         parsed = Digest.parse(digest)
-        store = self.registry.stores.blobs
-        present = store.stat(parsed)
-        if present is not None and present.size == size:
-            if digest not in tally.confirmed:
-                async with client.blob(source_repo, digest):  # the source serves it: linking reveals nothing
-                    pass
-            await self.registry.blobs.link(repository, digest, present.size)
-            tally.done(0)
-            return
-        fetched = await self._download(client, source_repo, parsed, size, tally)
-        tally.confirmed.add(digest)
-        await self.registry.blobs.link(repository, digest, fetched)
-        tally.fetched_blobs += 1
+        ingest = self.registry.ingest
+        proof = tally.proofs.get(digest)  # fetched for another target repository of this import
+        if proof is not None:
+            await ingest.link(repository, proof)
+        elif await ingest.mount(repository, parsed, tally.readable) is None:
+            tally.proofs[digest] = await self._download(client, source_repo, repository, parsed, size, tally)
+            tally.fetched_blobs += 1
         tally.done(0)
 
-    async def _download(self, client: UpstreamClient, source_repo: str, digest: Digest, size: int, tally: _Tally) -> int:
-        """Stream a blob to a temporary file while hashing; publish it only once digest and size check out."""
-        store = self.registry.stores.blobs
-        tmp = store.tmp / f"import-{uuid.uuid4().hex}.tmp"
-        hasher = new_hasher(digest.algorithm)
-        written = 0
-        try:
-            async with client.blob(source_repo, str(digest)) as response:
-                if response.size is not None and response.size != size:
-                    raise ImportFailed(f"the source says blob {digest} has {response.size} bytes, its manifest says {size}")
-                # Chunks are small (the connection's own): writing them to the page cache inline costs
-                # less than a thread hop each; the fsync, which may block, runs in a thread below.
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-                try:
-                    async for chunk in response.chunks:
-                        written += len(chunk)
-                        if written > size:
-                            raise ImportFailed(f"blob {digest} is longer than the {size} bytes its manifest says")
-                        hasher.update(chunk)
-                        view = memoryview(chunk)
-                        while view:
-                            view = view[os.write(fd, view):]
-                        tally.add_bytes(len(chunk))
-                finally:
-                    os.close(fd)
-            if written != size:
-                raise ImportFailed(f"blob {digest}: got {written} of {size} bytes")
-            if f"{digest.algorithm}:{hasher.hexdigest()}" != str(digest):
-                raise ImportFailed(f"blob {digest}: the bytes the source sent do not match the digest")
-            await asyncio.to_thread(fsync_file, tmp)
-            await store.adopt(tmp, digest)
-        finally:
-            if tmp.exists():
-                os.unlink(tmp)
-        return written
+    async def _download(
+        self, client: UpstreamClient, source_repo: str, repository: str, digest: Digest, size: int, tally: _Tally
+    ) -> Verified:
+        """Stream a blob from the source through the ingest path (hashed, checked, durable, then linked)."""
+        async with client.blob(source_repo, str(digest)) as response:
+            if response.size is not None and response.size != size:
+                raise ImportFailed(f"the source says blob {digest} has {response.size} bytes, its manifest says {size}")
+
+            async def counted() -> AsyncIterator[bytes]:
+                async for chunk in response.chunks:
+                    tally.add_bytes(len(chunk))
+                    yield chunk
+
+            try:
+                return await self.registry.ingest.receive(repository, digest, counted(), size)
+            except SizeInvalid:
+                raise ImportFailed(f"blob {digest}: the source did not send the {size} bytes its manifest says") from None
+            except DigestInvalid:
+                raise ImportFailed(f"blob {digest}: the bytes the source sent do not match the digest") from None
 
     # ---- phase 3: the manifests, the tag last ------------------------------------------------
 
@@ -418,12 +406,13 @@ class Importer:
 
 
 class _Tally:
-    def __init__(self, progress: Progress | None) -> None:
+    def __init__(self, progress: Progress | None, readable: Readable) -> None:
         self.progress = progress
+        self.readable = readable
         self.bytes = 0
         self.blobs = 0
         self.fetched_blobs = 0
-        self.confirmed: set[str] = set()
+        self.proofs: dict[str, Verified] = {}
 
     def add_bytes(self, n: int) -> None:
         self.bytes += n

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from ..config import Settings
+from ..registry.ingest import Readable, nothing_readable
 from ..registry.service import Registry
 from ..store.imports import (
     INTERRUPTED,
@@ -56,6 +57,7 @@ class ImportRequest:
     insecure: bool = False
     force: bool = False
     platforms: list[str] | None = None
+    readable: Readable = nothing_readable  # the requester's pull rights, for the mount rule
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,7 @@ class ImportJobs:
                     request.source, request.targets, request.credentials, insecure=request.insecure,
                     force=request.force, platforms=request.platforms, progress=counters.progress,
                     totals=counters.totals, requested_by=request.requested_by, via="import", job=job.id,
+                    readable=request.readable,
                 )
             finally:  # stop the writer and wait for it, so that its last write cannot land after the end
                 writer.cancel()

@@ -316,6 +316,15 @@ class UpstreamClient:
                 raise UpstreamProtocolError(f"{what}: the body does not hash to the Docker-Content-Digest {claimed}")
         return FetchedManifest(body, _manifest_media_type(headers.get("Content-Type"), body), str(digest))
 
+    async def head_blob(self, repository: str, digest: str) -> int | None:
+        """A blob's size from a HEAD (the upstream's word only: it proves nothing about the bytes)."""
+        repository = self._repository(repository)
+        Digest.parse(digest)
+        what = f"HEAD blob {repository}@{digest}"
+        url = self._url(f"/v2/{repository}/blobs/{digest}")
+        headers = await self._call("HEAD", url, repository, {"Accept-Encoding": "identity"}, _headers_only, what)
+        return _int_header(headers.get("Content-Length"))
+
     @asynccontextmanager
     async def blob(self, repository: str, digest: str, offset: int = 0) -> AsyncIterator[BlobResponse]:
         """Download a blob, from ``offset`` on (a ``Range`` request) when it is not 0.

@@ -25,7 +25,7 @@ from typing import Annotated, Literal
 from aiohttp import web
 from pydantic import Field
 
-from ...auth.scopes import WRITE
+from ...auth.scopes import READ, WRITE
 from ...cache.secrets import SecretKeyError
 from ...oci.errors import RegistryError
 from ...oci.names import is_valid_name, is_valid_tag
@@ -172,7 +172,11 @@ async def create_import(call: Call) -> web.Response:
     credentials = await _credentials(call, body, source)
     jobs = call.request.app[IMPORTS]
     job = await jobs.create(body.source, targets, call.actor)
-    request = JobRequest(body.source, targets, call.actor, credentials, body.insecure, body.force, body.platforms)
+    caller = call.caller
+    request = JobRequest(
+        body.source, targets, call.actor, credentials, body.insecure, body.force, body.platforms,
+        readable=lambda repository: caller.may(repository, READ),
+    )
     location = {"Location": f"/api/v1/imports/{job.id}"}
     if not body.wait:
         jobs.start(job, request, _audit(call))

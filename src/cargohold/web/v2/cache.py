@@ -13,7 +13,7 @@ from aiohttp import web
 
 from ...cache.rules import Route
 from ...cache.service import CacheService
-from ...oci.errors import Denied, NameUnknown
+from ...oci.errors import NameUnknown
 from ..auth import Handler
 from ..keys import CACHE
 
@@ -27,16 +27,6 @@ def cache_service(request: web.Request) -> CacheService:
 
 def cache_route(request: web.Request) -> Route | None:
     return request.get(ROUTE)
-
-
-def refuse_writes(request: web.Request) -> None:
-    """Cached namespaces mirror an upstream: a push or delete there would be overwritten or lost."""
-    route = cache_route(request)
-    if route is not None:
-        raise Denied(
-            f"{route.local} is a read-only cache of {route.registry}/{route.upstream_repository} (cache rule "
-            f"{route.rule.name!r}); push to a repository outside {route.rule.target}"
-        )
 
 
 @web.middleware

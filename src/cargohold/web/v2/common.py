@@ -9,12 +9,18 @@ from urllib.parse import quote
 from aiohttp import web
 
 from ...oci.errors import BlobUploadInvalid, PaginationNumberInvalid, SizeInvalid
+from ...auth.scopes import READ
+from ...cache.repository import CachedRepository
+from ...registry.ingest import Readable
+from ...registry.repository import LocalRepository, Repository
 from ...registry.service import Registry
 from ..access import UNRESTRICTED, Access
 from ..auth import client_address
 from ..keys import AUTH, REGISTRY
+from .cache import cache_route, cache_service
 
 STREAM_CHUNK = 1 << 20
+_REPOSITORY = "repository"
 _CONTENT_RANGE = re.compile(r"(?:bytes[ =])?([0-9]+)-([0-9]+)(?:/(?:[0-9]+|\*))?")
 
 
@@ -35,6 +41,24 @@ async def audit(request: web.Request, action: str, target: str, detail: dict[str
 
 def name(request: web.Request) -> str:
     return request.match_info["name"]
+
+
+def repository(request: web.Request) -> Repository:
+    """The repository in the path, as this caller sees it: chosen once per request (local, or a cache namespace)."""
+    found = request.get(_REPOSITORY)
+    if found is None:
+        caller = access(request)
+        readable = _readable(caller)
+        local = LocalRepository(registry(request), name(request), readable)
+        route = cache_route(request)
+        found = local if route is None else CachedRepository(local, route, cache_service(request), readable)
+        request[_REPOSITORY] = found
+    return found
+
+
+def _readable(caller: Access) -> Readable:
+    """The mount rule's question for this caller: may it pull from that repository?"""
+    return lambda other: caller.may(other, READ)
 
 
 async def body_stream(request: web.Request) -> AsyncIterator[bytes]:

@@ -7,18 +7,14 @@ from aiohttp import web
 from ...oci.errors import ManifestTooLarge, ManifestUnknown
 from ...registry.manifests import accepts, is_digest_reference
 from ..keys import SETTINGS
-from .cache import CACHE_HEADER, cache_route, cache_service, refuse_writes
-from .common import audit, name, registry
+from .cache import CACHE_HEADER
+from .common import audit, repository
 
 
 async def get_manifest(request: web.Request) -> web.Response:
     reference = request.match_info["reference"]
-    route = cache_route(request)
-    result = None
-    if route is not None:
-        manifest, result = await cache_service(request).manifest(route, reference)
-    else:
-        manifest = await registry(request).manifests.get(name(request), reference)
+    answered = await repository(request).manifest(reference)
+    manifest, result = answered.manifest, answered.cache
     # Clients such as skopeo send one Accept header per media type: they all count (RFC 9110 §5.3).
     if not is_digest_reference(reference) and not accepts(",".join(request.headers.getall("Accept", ())), manifest.media_type):
         # Never converted (bytes are sacred): a client that cannot take this type is told so.
@@ -40,8 +36,7 @@ async def get_manifest(request: web.Request) -> web.Response:
 
 
 async def put_manifest(request: web.Request) -> web.Response:
-    refuse_writes(request)
-    repository, reference = name(request), request.match_info["reference"]
+    repo, reference = repository(request), request.match_info["reference"]
     limit = request.app[SETTINGS].manifest_max_bytes
     if (request.content_length or 0) > limit:
         raise ManifestTooLarge(f"manifest is {request.content_length} bytes; the limit is {limit}")
@@ -52,12 +47,10 @@ async def put_manifest(request: web.Request) -> web.Response:
             break
         body += more
     extra_tags = request.query.getall("tag", [])
-    pushed = await registry(request).manifests.put(
-        repository, reference, body, request.headers.get("Content-Type"), extra_tags
-    )
-    await audit(request, "manifest.push", f"{repository}@{pushed.digest}", {"reference": reference, "tags": extra_tags})
+    pushed = await repo.put_manifest(reference, body, request.headers.get("Content-Type"), extra_tags)
+    await audit(request, "manifest.push", f"{repo.name}@{pushed.digest}", {"reference": reference, "tags": extra_tags})
     headers = {
-        "Location": f"/v2/{repository}/manifests/{pushed.digest}",
+        "Location": f"/v2/{repo.name}/manifests/{pushed.digest}",
         "Docker-Content-Digest": pushed.digest,
         "Content-Length": "0",
     }
@@ -70,8 +63,7 @@ async def put_manifest(request: web.Request) -> web.Response:
 
 
 async def delete_manifest(request: web.Request) -> web.Response:
-    refuse_writes(request)
-    repository, reference = name(request), request.match_info["reference"]
-    await registry(request).manifests.delete(repository, reference)
-    await audit(request, "manifest.delete", f"{repository}:{reference}" if ":" not in reference else f"{repository}@{reference}")
+    repo, reference = repository(request), request.match_info["reference"]
+    await repo.delete_manifest(reference)
+    await audit(request, "manifest.delete", f"{repo.name}:{reference}" if ":" not in reference else f"{repo.name}@{reference}")
     return web.Response(status=202, headers={"Content-Length": "0"})

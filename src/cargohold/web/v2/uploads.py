@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ...auth.scopes import READ
 from ...oci.errors import DigestInvalid
-from .cache import refuse_writes
-from .common import access, body_stream, content_length, content_range, name, registry, upload_range
+from .common import body_stream, content_length, content_range, repository, upload_range
 
 
 def _session_headers(repository: str, upload_id: str, size: int) -> dict[str, str]:
@@ -27,51 +25,46 @@ def _created(repository: str, digest: str) -> web.Response:
 
 
 async def start_upload(request: web.Request) -> web.Response:
-    refuse_writes(request)
-    reg, repository = registry(request), name(request)
+    repo = repository(request)
     query = request.query
     mount, source = query.get("mount"), query.get("from")
-    if mount and source and access(request).may(source, READ):
-        mounted = await reg.blobs.mount(repository, source, mount)
+    if mount and source:
+        mounted = await repo.mount(mount, source)
         if mounted is not None:
-            return _created(repository, mounted.digest)
+            return _created(repo.name, mounted)
     digest = query.get("digest")
     if digest:
-        await reg.uploads.monolithic(repository, digest, body_stream(request), content_length(request))
-        return _created(repository, digest)
-    state = reg.uploads.start(repository)
-    return web.Response(status=202, headers=_session_headers(repository, state.id, 0))
+        await repo.push_blob(digest, body_stream(request), content_length(request))
+        return _created(repo.name, digest)
+    state = await repo.start_upload()
+    return web.Response(status=202, headers=_session_headers(repo.name, state.id, 0))
 
 
 async def upload_status(request: web.Request) -> web.Response:
-    repository = name(request)
-    state = registry(request).uploads.status(repository, request.match_info["upload_id"])
-    return web.Response(status=204, headers=_session_headers(repository, state.id, state.size))
+    repo = repository(request)
+    state = repo.upload_status(request.match_info["upload_id"])
+    return web.Response(status=204, headers=_session_headers(repo.name, state.id, state.size))
 
 
 async def patch_upload(request: web.Request) -> web.Response:
-    repository, upload_id = name(request), request.match_info["upload_id"]
+    repo, upload_id = repository(request), request.match_info["upload_id"]
     chunk = content_range(request)
-    state = await registry(request).uploads.append(
-        repository, upload_id, body_stream(request), chunk[0] if chunk else None, content_length(request)
-    )
-    return web.Response(status=202, headers=_session_headers(repository, upload_id, state.size))
+    state = await repo.append_upload(upload_id, body_stream(request), chunk[0] if chunk else None, content_length(request))
+    return web.Response(status=202, headers=_session_headers(repo.name, upload_id, state.size))
 
 
 async def finish_upload(request: web.Request) -> web.Response:
-    repository, upload_id = name(request), request.match_info["upload_id"]
+    repo, upload_id = repository(request), request.match_info["upload_id"]
     digest = request.query.get("digest")
     chunk = content_range(request)
     if not digest:
         raise DigestInvalid("the digest query parameter is required to complete an upload")
     length = content_length(request)
     body = body_stream(request) if (length or request.body_exists) else None
-    await registry(request).uploads.complete(
-        repository, upload_id, digest, body, chunk[0] if chunk else None, length
-    )
-    return _created(repository, digest)
+    await repo.complete_upload(upload_id, digest, body, chunk[0] if chunk else None, length)
+    return _created(repo.name, digest)
 
 
 async def cancel_upload(request: web.Request) -> web.Response:
-    registry(request).uploads.cancel(name(request), request.match_info["upload_id"])
+    await repository(request).cancel_upload(request.match_info["upload_id"])
     return web.Response(status=204, headers={"Content-Length": "0"})
