@@ -127,7 +127,7 @@ def test_export_then_skopeo_reads_and_import_back(server: Server, http: requests
 
     assert json.loads((out / "oci-layout").read_text()) == {"imageLayoutVersion": "1.0.0"}
     entries = json.loads((out / "index.json").read_text())["manifests"]
-    top = [e for e in entries if e.get("annotations", {}).get("org.opencontainers.image.ref.name") == "1"]
+    top = [e for e in entries if e.get("annotations", {}).get("org.opencontainers.image.ref.name") == f"{repo}:1"]
     assert [e["digest"] for e in top] == [index_digest]
     assert referrer_digest in {e["digest"] for e in entries}
     for digest in (index_digest, amd, arm, referrer_digest):
@@ -137,9 +137,9 @@ def test_export_then_skopeo_reads_and_import_back(server: Server, http: requests
     assert not list(out.rglob(".tmp-*"))
 
     # skopeo reads the layout: the raw index is byte-exact, and a platform image copies out
-    raw = skopeo("inspect", "--raw", f"oci:{out}:1").stdout
+    raw = skopeo("inspect", "--raw", f"oci:{out}:{repo}:1").stdout
     assert raw == index_body
-    skopeo("copy", "--override-arch", "arm64", "--override-os", "linux", f"oci:{out}:1", f"dir:{tmp_path / 'dir-out'}")
+    skopeo("copy", "--override-arch", "arm64", "--override-os", "linux", f"oci:{out}:{repo}:1", f"dir:{tmp_path / 'dir-out'}")
     assert digest_of((tmp_path / "dir-out" / "manifest.json").read_bytes()) == arm
 
     # and the layout comes back in under another name, referrer included
@@ -178,3 +178,84 @@ def test_skopeo_layout_imports_with_equal_digests(server: Server, http: requests
     (layout / "blobs" / "sha256" / config.split(":")[1]).unlink()
     failed = cli(server, home, "import", f"oci-layout:{layout}", "--image", f"z/{uuid.uuid4().hex[:8]}:1", ok=False)
     assert failed.returncode == 1 and "missing" in failed.stderr, failed.stderr
+
+
+REF_NAME = "org.opencontainers.image.ref.name"
+
+
+def ref_names(layout: Path) -> dict[str, str]:
+    """ref.name → digest of a layout's named index.json entries."""
+    entries = json.loads((layout / "index.json").read_text())["manifests"]
+    return {e["annotations"][REF_NAME]: e["digest"] for e in entries if REF_NAME in e.get("annotations", {})}
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_export_keeps_every_image_and_adds_to_a_layout(server: Server, http: requests.Session, tmp_path: Path) -> None:
+    """Two repositories with the same tag both stay in the layout, each under its full reference; skopeo and umoci
+    find each by that name, and a later export adds to the layout instead of replacing it."""
+    url, team = server.url, f"team{uuid.uuid4().hex[:8]}"
+    a_digest, a_body = push_platform_image(http, url, f"{team}/a", "amd64")
+    push_manifest(http, url, f"{team}/a", a_body, OCI_MANIFEST, ref="1.0")
+    b_digest, b_body = push_platform_image(http, url, f"{team}/b", "arm64")
+    push_manifest(http, url, f"{team}/b", b_body, OCI_MANIFEST, ref="1.0")
+    home = tmp_path / "home"
+    home.mkdir()
+    out = tmp_path / "layout"
+
+    cli(server, home, "export", f"{team}/a:1.0", f"{team}/b:1.0", "--to", str(out))
+    assert ref_names(out) == {f"{team}/a:1.0": a_digest, f"{team}/b:1.0": b_digest}
+    for repo, digest in ((f"{team}/a", a_digest), (f"{team}/b", b_digest)):
+        copied = tmp_path / f"copy-{repo.rsplit('/', 1)[1]}"
+        skopeo("copy", f"oci:{out}:{repo}:1.0", f"dir:{copied}")
+        assert digest_of((copied / "manifest.json").read_bytes()) == digest
+    listed = subprocess.run(["umoci", "ls", "--layout", str(out)], capture_output=True, text=True, timeout=60, check=True)
+    assert sorted(listed.stdout.split()) == [f"{team}/a:1.0", f"{team}/b:1.0"]
+
+    # a later export adds to the layout (a digest reference is named REPOSITORY@DIGEST)
+    c_digest, c_body = push_platform_image(http, url, f"{team}/c", "amd64")
+    cli(server, home, "export", f"{team}/c@{c_digest}", "--to", str(out))
+    assert ref_names(out) == {f"{team}/a:1.0": a_digest, f"{team}/b:1.0": b_digest, f"{team}/c@{c_digest}": c_digest}
+    assert skopeo("inspect", "--raw", f"oci:{out}:{team}/c@{c_digest}").stdout == c_body
+    assert skopeo("inspect", "--raw", f"oci:{out}:{team}/a:1.0").stdout == a_body
+
+    # each image comes back in by its name; the tag defaults to the one in the name
+    target = f"back/{uuid.uuid4().hex[:8]}"
+    cli(server, home, "import", f"oci-layout:{out}:{team}/b:1.0", "--image", target)
+    assert manifest(http, url, target, "1.0") == b_body
+    ambiguous = cli(server, home, "import", f"oci-layout:{out}:1.0", "--image", target, ok=False)
+    assert ambiguous.returncode == 1 and "ambiguous" in ambiguous.stderr, ambiguous.stderr
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_failed_export_leaves_no_half_made_layout(server: Server, http: requests.Session, tmp_path: Path) -> None:
+    """A missing tag as the second REF or a blob that fails verification: no new directory, an existing layout
+    unchanged, and no staging directory left next to either."""
+    url, repo = server.url, f"fail/{uuid.uuid4().hex[:8]}"
+    _digest, body = push_platform_image(http, url, repo, "amd64")
+    push_manifest(http, url, repo, body, OCI_MANIFEST, ref="1")
+    home = tmp_path / "home"
+    home.mkdir()
+
+    new = tmp_path / "new"
+    failed = cli(server, home, "export", f"{repo}:1", f"{repo}:no-such-tag", "--to", str(new), ok=False)
+    assert failed.returncode != 0, failed.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]
+
+    existing = tmp_path / "existing"
+    cli(server, home, "export", f"{repo}:1", "--to", str(existing))
+    before = snapshot(existing)
+    bad_repo = f"fail/{uuid.uuid4().hex[:8]}"
+    _bad_digest, bad_body = push_platform_image(http, url, bad_repo, "arm64")
+    push_manifest(http, url, bad_repo, bad_body, OCI_MANIFEST, ref="1")
+    layer = json.loads(bad_body)["layers"][0]["digest"]
+    stored = server.data_dir / "blobs" / "sha256" / layer.split(":")[1][:2] / layer.split(":")[1]
+    stored.write_bytes(os.urandom(stored.stat().st_size))  # same size, wrong bytes
+    failed = cli(server, home, "export", f"{bad_repo}:1", "--to", str(existing), ok=False)
+    assert failed.returncode == 1 and "does not match" in failed.stderr, failed.stderr
+    assert snapshot(existing) == before
+    failed = cli(server, home, "export", f"{bad_repo}:1", "--to", str(new), ok=False)
+    assert failed.returncode == 1 and "does not match" in failed.stderr, failed.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["existing", "home"]

@@ -5,6 +5,12 @@ Both run on the client, over the registry's ``/v2`` API with the CLI's credentia
 and files in 1 MiB chunks, never held whole in memory; every blob and manifest is
 verified against its digest; manifests are copied byte-exact, so digests stay equal.
 The on-disk format is ``transfer/layout.py``; the /v2 calls are ``registry_client.RegistryClient``.
+
+Each exported image's index.json entry is named (``org.opencontainers.image.ref.name``)
+by its full reference, ``team/a:1.0`` (or ``team/a@sha256:…``), not by the bare tag:
+``team/a:1.0`` and ``team/b:1.0`` then both fit in one layout, and skopeo and umoci
+address each one as ``oci:DIR:team/a:1.0`` (the image-spec's ref grammar allows
+``/`` and ``:``; both tools split ``DIR`` off at the first colon).
 """
 
 from __future__ import annotations
@@ -14,10 +20,19 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..transfer.layout import CHUNK, REF_NAME, Layout, LayoutError, split_digest
+from ..transfer.layout import (
+    CHUNK,
+    REF_NAME,
+    Layout,
+    LayoutError,
+    StagedLayout,
+    entry_name,
+    merge_entry,
+    split_digest,
+    tag_of,
+)
 from .client import CliError
 from .registry_client import MANIFEST_TYPES, RegistryClient
-
 
 
 def parse_ref(ref: str) -> tuple[str, str, str | None]:
@@ -61,9 +76,12 @@ def _subject(body: bytes) -> str | None:
 
 
 class Exporter:
-    def __init__(self, v2: RegistryClient, layout: Layout, progress: Any = None) -> None:
+    """Copies manifests and blobs into ``layout``, skipping blobs ``present`` says are there already."""
+
+    def __init__(self, v2: RegistryClient, layout: Layout, progress: Any = None, present: Any = None) -> None:
         self.v2 = v2
         self.layout = layout
+        self.present = present or layout.has_blob
         self.progress = progress or (lambda message: None)
         self.done: set[str] = set()
         self.referrers: dict[str, dict[str, Any]] = {}
@@ -72,7 +90,7 @@ class Exporter:
 
     def _blob(self, name: str, desc: dict[str, Any]) -> None:
         digest = desc["digest"]
-        if digest in self.done or self.layout.has_blob(digest):
+        if digest in self.done or self.present(digest):
             self.done.add(digest)
             return
         self.progress(f"blob {digest[:19]}")
@@ -104,24 +122,31 @@ class Exporter:
 
 
 def export(v2: RegistryClient, refs: list[str], directory: Path, progress: Any = None) -> list[dict[str, Any]]:
-    """Write every REF into the layout at ``directory``; the index.json entries written."""
-    layout = Layout(directory)
+    """Write every REF into the layout at ``directory`` (created, or added to); the index.json entries written.
+
+    All or nothing: everything is staged next to ``directory`` and published once the last
+    blob is verified, so a missing tag or a corrupt blob leaves ``directory`` as it was.
+    """
     parsed = [parse_ref(ref) for ref in refs]
-    layout.init()
-    exporter = Exporter(v2, layout, progress)
-    written = []
-    for name, reference, tag in parsed:
-        digest, media_type, size = exporter.manifest(name, reference)
-        entry: dict[str, Any] = {"mediaType": media_type, "digest": digest, "size": size}
-        if tag:
-            entry["annotations"] = {REF_NAME: tag}
-        layout.add_to_index(entry)
-        written.append(entry)
-    # Referrers go into index.json too, without a ref.name, so that an import can find them.
-    existing = {e["digest"] for e in layout.entries()}
-    for entry in exporter.referrers.values():
-        if entry["digest"] not in existing:
-            layout.add_to_index(entry)
+    staged = StagedLayout(directory)
+    try:
+        exporter = Exporter(v2, staged.stage, progress, staged.has_blob)
+        entries = staged.entries()
+        written = []
+        for name, reference, tag in parsed:
+            digest, media_type, size = exporter.manifest(name, reference)
+            entry: dict[str, Any] = {"mediaType": media_type, "digest": digest, "size": size,
+                                     "annotations": {REF_NAME: f"{name}:{tag}" if tag else f"{name}@{digest}"}}
+            entries = merge_entry(entries, entry)
+            written.append(entry)
+        # Referrers go into index.json too, without a ref.name, so that an import can find them.
+        for referrer in exporter.referrers.values():
+            if referrer["digest"] not in {e["digest"] for e in entries}:
+                entries = merge_entry(entries, referrer)
+        staged.commit(entries)
+    except BaseException:
+        staged.abort()
+        raise
     return written
 
 
@@ -129,12 +154,17 @@ def export(v2: RegistryClient, refs: list[str], directory: Path, progress: Any =
 
 
 def parse_layout_source(source: str) -> tuple[Path, str | None]:
-    """``oci-layout:DIR`` or ``oci-layout:DIR:REF`` (a DIR that exists wins over a split at the last colon)."""
+    """``oci-layout:DIR`` or ``oci-layout:DIR:REF``; REF may hold colons (``team/a:1.0``).
+
+    The shortest prefix that is an existing directory is DIR; failing that, DIR ends at the
+    first colon, as skopeo splits ``oci:DIR:REF``.
+    """
     rest = source.removeprefix("oci-layout:")
     if Path(rest).is_dir() or ":" not in rest:
         return Path(rest), None
-    directory, ref = rest.rsplit(":", 1)
-    return Path(directory), ref or None
+    colons = [i for i, char in enumerate(rest) if char == ":"]
+    cut = next((i for i in colons if Path(rest[:i]).is_dir()), colons[0])
+    return Path(rest[:cut]), rest[cut + 1:] or None
 
 
 class Importer:
@@ -210,11 +240,13 @@ def import_layout(v2: RegistryClient, directory: Path, ref: str | None, targets:
     layout = Layout(directory)
     entries = layout.entries()
     if ref is None:
-        named = [e for e in entries if (e.get("annotations") or {}).get(REF_NAME)]
-        entry = named[0] if len(named) == 1 else layout.find(None)
+        named = [e for e in entries if entry_name(e)]
+        entry = named[0] if len({e["digest"] for e in named}) == 1 else layout.find(None)
+        tags = [tag_of(str(entry_name(e))) for e in named if e["digest"] == entry["digest"]]
+        default_tag = next((t for t in tags if t), None)
     else:
         entry = layout.find(ref)
-    default_tag = (entry.get("annotations") or {}).get(REF_NAME)
+        default_tag = tag_of(entry_name(entry) or "")
     summary: dict[str, Any] = {"source": str(directory), "digest": entry["digest"], "targets": [], "blobs": 0, "bytes": 0, "referrers": 0}
     for target in targets:
         if "@" in target:

@@ -6,6 +6,12 @@ an ``index.json`` (an OCI image index whose manifests carry the
 every manifest and blob by digest. Every write goes to a temporary file in the
 same directory and is renamed into place, so a crash never leaves a half blob
 under its final name; blobs are verified against their digest before the rename.
+
+An export is built in a ``StagedLayout`` (a hidden sibling directory) and published
+only once every blob is in: a new layout by renaming the whole directory into place,
+an existing one by moving the new blobs in and then replacing ``index.json`` (the
+commit point: until then readers see the old layout, after it the new one). A failed
+export therefore never leaves a half-made layout behind.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -117,16 +124,25 @@ class Layout:
 
     def add_to_index(self, descriptor: dict[str, Any]) -> None:
         """Add (or replace, for the same ref.name) one top-level entry of ``index.json``."""
-        name = (descriptor.get("annotations") or {}).get(REF_NAME)
         entries = self.entries() if (self.root / "index.json").exists() else []
-        if name is not None:
-            entries = [e for e in entries if (e.get("annotations") or {}).get(REF_NAME) != name]
-        else:
-            entries = [e for e in entries if e.get("digest") != descriptor["digest"] or (e.get("annotations") or {}).get(REF_NAME)]
-        entries.append(descriptor)
-        self.write_index(entries)
+        self.write_index(merge_entry(entries, descriptor))
 
     # ---- reading -----------------------------------------------------------------------------------
+
+    def exists(self) -> bool:
+        """Whether the directory already holds a layout; a missing or empty directory does not.
+
+        Anything else there (files, but no ``oci-layout``) is refused rather than written into:
+        an export must not scatter blobs over a directory that is something else.
+        """
+        if (self.root / "oci-layout").exists():
+            self._check_marker()
+            return True
+        if not self.root.exists():
+            return False
+        if not self.root.is_dir() or any(self.root.iterdir()):
+            raise LayoutError(f"{self.root} exists and is not an OCI layout")
+        return False
 
     def _check_marker(self) -> None:
         try:
@@ -149,16 +165,24 @@ class Layout:
         return manifests
 
     def find(self, ref_name: str | None) -> dict[str, Any]:
-        """The entry whose ref.name is ``ref_name``; with None, the only entry."""
+        """The entry whose ref.name (or digest) is ``ref_name``; with None, the only entry.
+
+        A bare tag also finds an entry named ``REPOSITORY:TAG`` when only one image has that
+        tag, so ``oci-layout:DIR:1.0`` keeps working for a layout ``cargohold export`` wrote.
+        """
         entries = self.entries()
         if ref_name is None:
             if len(entries) != 1:
-                names = [str((e.get("annotations") or {}).get(REF_NAME, e["digest"])) for e in entries]
-                raise LayoutError(f"the layout holds {len(entries)} entries ({', '.join(names)}); name one with oci-layout:DIR:REF")
+                raise LayoutError(f"the layout holds {len(entries)} entries ({_names(entries)}); name one with oci-layout:DIR:REF")
             return entries[0]
         for entry in entries:
-            if (entry.get("annotations") or {}).get(REF_NAME) == ref_name or entry.get("digest") == ref_name:
+            if entry_name(entry) == ref_name or entry.get("digest") == ref_name:
                 return entry
+        tagged = [e for e in entries if entry_name(e) is not None and tag_of(str(entry_name(e))) == ref_name]
+        if len({e["digest"] for e in tagged}) == 1:
+            return tagged[0]
+        if tagged:
+            raise LayoutError(f"{ref_name!r} is ambiguous in {self.root}: {_names(tagged)}")
         raise LayoutError(f"no entry named {ref_name!r} in {self.root}/index.json")
 
     def read_blob(self, digest: str) -> bytes:
@@ -177,3 +201,95 @@ class Layout:
             return self.blob_path(digest).open("rb")
         except OSError:
             raise LayoutError(f"{self.root}: blob {digest} is missing") from None
+
+
+# ---- index entries ------------------------------------------------------------------------------------
+
+
+def entry_name(entry: dict[str, Any]) -> str | None:
+    name = (entry.get("annotations") or {}).get(REF_NAME)
+    return name if isinstance(name, str) else None
+
+
+def _names(entries: list[dict[str, Any]]) -> str:
+    return ", ".join(entry_name(e) or str(e["digest"]) for e in entries)
+
+
+def tag_of(ref_name: str) -> str | None:
+    """The tag a ref.name carries: ``team/a:1.0`` → ``1.0``; a bare ``1.0`` (as skopeo writes) is a tag too.
+
+    ``team/a`` and ``team/a@sha256:…`` carry none.
+    """
+    if "@" in ref_name:
+        return None
+    last = ref_name.rsplit("/", 1)[-1]
+    if ":" in last:
+        return last.rsplit(":", 1)[1] or None
+    return None if "/" in ref_name else ref_name
+
+
+def merge_entry(entries: list[dict[str, Any]], descriptor: dict[str, Any]) -> list[dict[str, Any]]:
+    """``entries`` with ``descriptor`` added: it replaces the entry of the same ref.name, or (unnamed) of the same digest."""
+    name = entry_name(descriptor)
+    if name is not None:
+        kept = [e for e in entries if entry_name(e) != name]
+    else:
+        kept = [e for e in entries if e.get("digest") != descriptor["digest"] or entry_name(e)]
+    return [*kept, descriptor]
+
+
+# ---- staged writes ------------------------------------------------------------------------------------
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class StagedLayout:
+    """A layout for ``target`` built in a hidden sibling directory, published by ``commit`` or dropped by ``abort``.
+
+    The sibling is on the same filesystem, so publishing is renames only: no blob is
+    copied twice. Blobs the existing layout already holds are not staged again.
+    """
+
+    def __init__(self, target: Path | str) -> None:
+        self.target = Layout(target)
+        self.existing: list[dict[str, Any]] | None = self.target.entries() if self.target.exists() else None
+        parent = self.target.root.absolute().parent
+        parent.mkdir(parents=True, exist_ok=True)
+        self.stage = Layout(tempfile.mkdtemp(dir=parent, prefix=f".{self.target.root.name}.export-"))
+        self.stage.init()
+
+    def has_blob(self, digest: str) -> bool:
+        return self.stage.has_blob(digest) or (self.existing is not None and self.target.has_blob(digest))
+
+    def entries(self) -> list[dict[str, Any]]:
+        """The entries the target's ``index.json`` has before this export."""
+        return list(self.existing or [])
+
+    def commit(self, entries: list[dict[str, Any]]) -> None:
+        """Publish the staged blobs with ``entries`` as the index; the staging directory is gone afterwards."""
+        self.stage.write_index(entries)
+        if self.existing is None:
+            try:
+                os.rename(self.stage.root, self.target.root)  # replaces an empty directory, atomically
+            except OSError as exc:
+                self.abort()
+                raise LayoutError(f"cannot create {self.target.root}: {exc.strerror}") from None
+            _fsync_dir(self.target.root.absolute().parent)
+            return
+        for staged in sorted((self.stage.root / "blobs").glob("*/*")):
+            final = self.target.root / "blobs" / staged.parent.name / staged.name
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged, final)
+        for directory in {p for p in (self.target.root / "blobs").glob("*") if p.is_dir()}:
+            _fsync_dir(directory)
+        _atomic_write(self.target.root / "index.json", (self.stage.root / "index.json").read_bytes())
+        self.abort()
+
+    def abort(self) -> None:
+        shutil.rmtree(self.stage.root, ignore_errors=True)
