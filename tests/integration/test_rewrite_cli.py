@@ -246,8 +246,20 @@ def test_client_config(world: World) -> None:
     assert docker.returncode == 1
     assert "--dockerhub-mirror" in docker.stderr
     world.rule(name="dh", source="docker.io/library/*", target="dh/*", dockerhub_mirror=True)
-    docker = world.cli("client-config", "docker", "--host", "cargohold.example.com")
+    docker = world.cli("client-config", "docker", "--host", "https://cargohold.example.com")
     assert docker.returncode == 0, docker.stderr
     assert json.loads(docker.stdout) == {"registry-mirrors": ["https://cargohold.example.com"]}
-    containerd = world.cli("client-config", "containerd", "--host", "cargohold.example.com")
+    containerd = world.cli("client-config", "containerd", "--host", "https://cargohold.example.com")
     assert '# /etc/containerd/certs.d/docker.io/hosts.toml\nserver = "https://registry-1.docker.io"\n' in containerd.stdout
+    assert '[host."https://cargohold.example.com"]\n' in containerd.stdout
+
+    # a bare --host takes the scheme of the plain-HTTP --registry: containerd, docker and podman all say http
+    containerd = world.cli("client-config", "containerd", "--host", "cargohold.example.com:5000")
+    assert containerd.returncode == 0, containerd.stderr
+    assert '[host."http://cargohold.example.com:5000"]\n  capabilities = ["pull", "resolve"]\n' in containerd.stdout
+    assert "https://cargohold.example.com" not in containerd.stdout
+    docker = world.cli("client-config", "docker", "--host", "cargohold.example.com:5000")
+    assert json.loads(docker.stdout) == {"registry-mirrors": ["http://cargohold.example.com:5000"],
+                                         "insecure-registries": ["cargohold.example.com:5000"]}
+    podman = world.cli("client-config", "podman", "--host", "cargohold.example.com:5000")
+    assert '[[registry.mirror]]\nlocation = "cargohold.example.com:5000/hub"\ninsecure = true\n' in podman.stdout

@@ -627,3 +627,5 @@ def test_podman_registries_conf() -> None:
 def test_endpoint() -> None:
     assert endpoint("cargohold.example.com") == ("https", "cargohold.example.com")
     assert endpoint("http://127.0.0.1:5000/") == ("http", "127.0.0.1:5000")
+    assert endpoint("10.0.0.5:5000", default_scheme="http") == ("http", "10.0.0.5:5000")
+    assert endpoint("https://10.0.0.5", default_scheme="http") == ("https", "10.0.0.5")

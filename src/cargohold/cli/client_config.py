@@ -12,8 +12,12 @@
   rule's local namespace (``HOST/hub`` for ``docker.io/library``).
 
 ``--host`` (alias ``--registry-host``) is the address clients reach cargohold
-at; by default the ``--registry`` URL's. An ``http://`` host is written as
-such (containerd), or marked insecure (docker, podman).
+at; by default the ``--registry`` URL's. A bare ``--host HOST:PORT`` takes its
+scheme from the ``--registry`` URL: a plain-HTTP cargohold is reached over plain
+HTTP at whatever address, and a client told ``https://`` would fail its TLS
+handshake there. An ``http://`` host is written as such (containerd's
+``[host."http://…"]``), or marked insecure (docker, podman); an explicit
+``https://HOST`` (a TLS proxy in front of a plain-HTTP cargohold) wins.
 """
 
 from __future__ import annotations
@@ -38,9 +42,9 @@ class ClientKind(str, Enum):
     podman = "podman"
 
 
-def endpoint(host: str) -> tuple[str, str]:
-    """``http://10.0.0.5:5000`` → (``http``, ``10.0.0.5:5000``); no scheme means https."""
-    scheme = host.split("://", 1)[0].lower() if "://" in host else "https"
+def endpoint(host: str, default_scheme: str = "https") -> tuple[str, str]:
+    """``http://10.0.0.5:5000`` → (``http``, ``10.0.0.5:5000``); no scheme means ``default_scheme``."""
+    scheme = host.split("://", 1)[0].lower() if "://" in host else default_scheme
     return scheme, bare_host(host)
 
 
@@ -106,7 +110,8 @@ def client_config(
     registry: RegistryOpt = DEFAULT_REGISTRY,
 ) -> None:
     """Print mirror configuration for a container client, from the current cache rules."""
-    scheme, address = endpoint(host or _registry(registry))
+    registry_scheme, _ = endpoint(_registry(registry))
+    scheme, address = endpoint(host or _registry(registry), default_scheme=registry_scheme)
     if not address or "/" in address:
         raise typer.BadParameter(f"{host!r} is not a HOST[:PORT]", param_hint="--host")
     with session(registry) as api:
