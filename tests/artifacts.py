@@ -12,6 +12,7 @@ Each build is salted, so every test gets digests no other test has pushed.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import tarfile
@@ -111,3 +112,15 @@ BUILDERS = {"helm": helm_chart, "opa": opa_bundle}
 def build(kind: str, directory: Path) -> Artifact:
     """A fresh artifact of ``kind`` (``helm`` or ``opa``) in ``directory``."""
     return BUILDERS[kind](directory)
+
+
+def legacy_helm_manifest(artifact: Artifact) -> bytes:
+    """The manifest helm 3.8–3.12 (oras-go v1) pushed for ``artifact``: no ``mediaType`` field (image-spec
+    1.0.1 had none), the media type only in the PUT's Content-Type; compact JSON, as Go marshals it."""
+    def desc(path: Path, media_type: str) -> dict[str, object]:
+        content = path.read_bytes()
+        return {"mediaType": media_type, "digest": "sha256:" + hashlib.sha256(content).hexdigest(), "size": len(content)}
+
+    manifest = {"schemaVersion": 2, "config": desc(artifact.config, artifact.config_type),
+                "layers": [desc(path, media_type) for path, media_type in artifact.layers]}
+    return json.dumps(manifest, separators=(",", ":")).encode()
