@@ -30,6 +30,10 @@ REFUSED = [
     ("127.255.255.254", "loopback"),
     ("169.254.0.1", "link-local"),
     ("169.254.169.254", "cloud metadata"),
+    ("169.254.170.2", "cloud metadata"),  # ECS task metadata and credentials
+    ("169.254.169.123", "link-local"),  # AWS time sync
+    ("169.254.169.23", "link-local"),
+    ("169.254.255.255", "link-local"),
     ("100.100.100.200", "cloud metadata"),
     ("10.0.0.1", "private"),
     ("10.255.255.255", "private"),
@@ -58,6 +62,8 @@ REFUSED = [
     ("fc00::1", "unique-local"),
     ("fd12:3456:789a::1", "unique-local"),
     ("fd00:ec2::254", "cloud metadata"),
+    ("fd00:ec2::23", "cloud metadata"),
+    ("fd00:ec2:ffff::1", "cloud metadata"),
     ("fec0::1", "private"),
     ("ff02::1", "multicast"),
     ("ff0e::1", "multicast"),
@@ -129,13 +135,16 @@ def test_guard_refuses_with_a_precise_exception(address: str, category: str) -> 
     assert not isinstance(exc, aiohttp.ClientError)  # a policy decision: retry logic must not retry it
 
 
-@pytest.mark.parametrize(("address", "category"), [(a, c) for a, c in REFUSED if "cloud metadata" not in c])
+NEVER_ALLOWED = ("cloud metadata", "link-local")
+
+
+@pytest.mark.parametrize(("address", "category"), [(a, c) for a, c in REFUSED if not c.endswith(NEVER_ALLOWED)])
 def test_allow_flag_lets_private_targets_through(address: str, category: str) -> None:
     OutboundGuard(allow_private=True).check("registry.internal", [address])
 
 
-@pytest.mark.parametrize("address", ["169.254.169.254", "100.100.100.200", "fd00:ec2::254", "::ffff:169.254.169.254", "64:ff9b::a9fe:a9fe"])
-def test_metadata_is_refused_even_when_private_targets_are_allowed(address: str) -> None:
+@pytest.mark.parametrize("address", [a for a, c in REFUSED if c.endswith(NEVER_ALLOWED)])
+def test_metadata_and_link_local_are_refused_even_when_private_targets_are_allowed(address: str) -> None:
     with pytest.raises(PrivateTargetRefused) as caught:
         OutboundGuard(allow_private=True).check("metadata.internal", [address])
     assert not caught.value.allowable

@@ -18,9 +18,14 @@ addresses (IPv4-mapped ``::ffff:a.b.c.d``, NAT64 ``64:ff9b::/96``, 6to4
 ``2002::/16``, deprecated IPv4-compatible ``::a.b.c.d``).
 
 ``allow_private_upstreams`` lets all of those through (a registry on the same
-machine or the office network is a legitimate upstream) except the cloud
-metadata endpoints, which no registry lives on and which hand out the
-machine's credentials: they are refused whatever the setting.
+machine or the office network is a legitimate upstream) except link-local
+addresses (``169.254.0.0/16`` whole, ``fe80::/10``) and the cloud metadata
+endpoints (``fd00:ec2::/32``, ``100.100.100.200``): no registry lives there, and
+clouds put services that hand out the machine's credentials on them (AWS's
+instance metadata at ``169.254.169.254``, ECS task credentials at
+``169.254.170.2``, time and DNS at ``169.254.169.123``/``.253``, and others not
+listed anywhere). They are refused whatever the setting, as a whole range so
+that a new endpoint in it is covered too.
 """
 
 from __future__ import annotations
@@ -76,9 +81,13 @@ def _nets(*cidrs: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, .
     return tuple(ipaddress.ip_network(c) for c in cidrs)
 
 
-# Cloud metadata services: AWS/GCP/Azure/OpenStack/DigitalOcean/Oracle (169.254.169.254), AWS over IPv6
-# (fd00:ec2::254), Alibaba Cloud (100.100.100.200). Refused even when private upstreams are allowed.
-METADATA = frozenset(ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200"))
+# Cloud metadata services: AWS/GCP/Azure/OpenStack/DigitalOcean/Oracle (169.254.169.254), ECS task
+# metadata (169.254.170.2), AWS's IPv6 endpoints (fd00:ec2::/32), Alibaba Cloud (100.100.100.200).
+# Refused even when private upstreams are allowed; so is the rest of link-local (see NEVER_ALLOWED).
+METADATA = _nets("169.254.169.254/32", "169.254.170.2/32", "fd00:ec2::/32", "100.100.100.200/32")
+
+# Categories that allow_private_upstreams does not open: link-local holds the metadata endpoints.
+NEVER_ALLOWED = frozenset({"cloud metadata", "link-local"})
 
 # Checked in order; the first match names the class. (category, description, networks)
 _IPV4: tuple[tuple[str, str, tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]], ...] = (
@@ -138,12 +147,12 @@ def classify(value: str | IPAddress) -> Verdict | None:
     address = parse_address(value)
     if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
         address = ipaddress.IPv6Address(address.compressed.split("%", 1)[0])
-    if address in METADATA:
+    if any(address in net for net in METADATA):
         return Verdict("cloud metadata", "a cloud metadata service address (it hands out the machine's credentials)", allowable=False)
     if isinstance(address, ipaddress.IPv4Address):
         for category, description, networks in _IPV4:
             if any(address in net for net in networks):
-                return Verdict(category, description)
+                return Verdict(category, description, allowable=category not in NEVER_ALLOWED)
         return None
     embedded = _embedded_ipv4(address)
     if embedded is not None:
@@ -154,7 +163,7 @@ def classify(value: str | IPAddress) -> Verdict | None:
         return Verdict(f"{form} {verdict.category}", f"the {form} form of {inner}, {verdict.description}", verdict.allowable)
     for category, description, networks in _IPV6:
         if any(address in net for net in networks):
-            return Verdict(category, description)
+            return Verdict(category, description, allowable=category not in NEVER_ALLOWED)
     if address in _IPV4_COMPATIBLE:
         return Verdict("reserved", "a deprecated IPv4-compatible IPv6 address (::/96)")
     if address not in _GLOBAL_UNICAST:
