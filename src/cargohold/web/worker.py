@@ -67,6 +67,9 @@ def configure_logging(level: str) -> None:
     # would end up in the log. Only their warnings and errors are worth that risk.
     for noisy in ("aiosqlite", "sqlalchemy", "asyncpg"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    # Alembic announces each of its autogenerate plugins at INFO on every start: noise, not news.
+    # Its migration lines ("Running upgrade 0003 -> 0004") stay.
+    logging.getLogger("alembic.runtime.plugins").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 async def _prepare(settings: "Settings") -> None:
@@ -81,13 +84,22 @@ async def _prepare(settings: "Settings") -> None:
         password = await AuthService.open(settings, stores).bootstrap_admin(settings.data_dir)
     finally:
         await stores.close()
-    if password is not None:
-        # Printed exactly once, on the first start; also kept in the 0600 file for scripts.
+    if password is None:
+        return
+    path = settings.data_dir.resolve() / "admin-password"
+    if sys.stderr.isatty():
+        # Printed exactly once, on the first start, to a person at a terminal; also kept in the 0600 file.
         print(
             f"cargohold: created user 'admin' with password {password}\n"
-            f"cargohold: (also written to {settings.data_dir / 'admin-password'}, readable only by you)",
+            f"cargohold: (also written to {path}, readable only by you)",
             file=sys.stderr,
             flush=True,
+        )
+    else:
+        # stderr is a log file, journald or a container log that others may read: the password stays
+        # in the 0600 file only.
+        logging.getLogger("cargohold").warning(
+            "created user 'admin'; its password is in %s (readable only by this user)", path
         )
 
 
