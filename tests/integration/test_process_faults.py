@@ -9,6 +9,9 @@ import subprocess
 import time
 from pathlib import Path
 
+import requests
+
+from ocihelpers import absolute, digest_of, random_blob, unique_repo, with_digest
 from servers import Server, wait_ready
 
 
@@ -55,3 +58,40 @@ def test_first_admin_password_is_printed_to_a_terminal(tmp_path: Path) -> None:
         proc.wait(timeout=20)
         os.close(primary)
     assert f"created user 'admin' with password {password}".encode() in output
+
+
+def _modes(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mode & 0o777 for p in root.rglob("*")}
+
+
+def test_data_directory_is_private_whatever_the_umask(tmp_path: Path) -> None:
+    """Umask 000 (as in some containers): the data directory is 0700 and everything in it 0600 or 0700."""
+    server = _first_start(tmp_path)
+    old = os.umask(0)
+    try:
+        server.start()  # the fixture creates the data directory itself first, 0777 under this umask
+    finally:
+        os.umask(old)
+    try:
+        client = requests.Session()
+        client.auth = ("admin", server.admin_password)
+        repo = unique_repo("perm")
+        blob = random_blob(4096)
+        session = client.post(f"{server.url}/v2/{repo}/blobs/uploads/", timeout=10)
+        assert session.status_code == 202, session.text
+        pushed = client.put(with_digest(absolute(server.url, session), digest_of(blob)), data=blob, timeout=10)
+        assert pushed.status_code == 201, pushed.text
+        session = client.post(f"{server.url}/v2/{repo}/blobs/uploads/", timeout=10)
+        patched = client.patch(absolute(server.url, session), data=b"half an upload", timeout=10)
+        assert patched.status_code == 202, patched.text
+        modes = _modes(server.data_dir)
+        assert server.data_dir.stat().st_mode & 0o777 == 0o700
+        for name in ("metadata.db", "metadata.db-wal", "metadata.db-shm", "admin-password", "secret-key"):
+            assert modes.get(name) == 0o600, (name, modes.get(name))
+        assert any(name.startswith("blobs/") for name, mode in modes.items() if mode == 0o600)
+        assert any(name.startswith("uploads/") for name, mode in modes.items() if mode == 0o600)
+        assert any(name.startswith("keys/") for name, mode in modes.items() if mode == 0o600)
+        loose = {name: oct(mode) for name, mode in modes.items() if mode & 0o077}
+        assert not loose, loose
+    finally:
+        server.stop()

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ..config import Settings
 from ..store.blobs import BlobStore
 from ..store.db import create_engine
+from ..store.files import private_data_dir
 from ..store.generation import Generation
 from ..store.metadata import MetadataStore
 from ..store.uploads import UploadStore
@@ -30,7 +31,7 @@ class Stores:
 
 def open_stores(settings: Settings) -> Stores:
     data = settings.data_dir
-    data.mkdir(parents=True, exist_ok=True)
+    private_data_dir(data)
     engine = create_engine(settings)
     generation = Generation(data / "generation")
     return Stores(

@@ -7,6 +7,23 @@ import uuid
 from pathlib import Path
 
 
+PRIVATE_UMASK = 0o077
+
+
+def private_data_dir(path: Path) -> None:
+    """Make ``path`` the process's private data directory: 0700, and everything created from now on 0600/0700.
+
+    The data directory holds the database (password hashes, sealed credentials), signing keys and
+    every private blob; the operator's umask (often 022, sometimes 000 in containers) must not decide
+    who else on the machine may read them. The umask covers what SQLite, prometheus_client and our
+    own code create; the directory's own mode also shields files left by older versions.
+    """
+    os.umask(PRIVATE_UMASK)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_uid == os.getuid():
+        os.chmod(path, 0o700)
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:

@@ -85,9 +85,22 @@ def _child(mode: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "cargohold.web.worker", mode], env=env)
 
 
+def _private_data_dir(settings: Settings) -> None:
+    """Data directory 0700 and all the server creates 0600, whatever the umask; the children inherit the umask.
+
+    (``store/files.py`` does the same in each child; the supervisor repeats it so that the metrics
+    directory it creates is private too, without importing the store layer.)
+    """
+    os.umask(0o077)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if settings.data_dir.stat().st_uid == os.getuid():
+        os.chmod(settings.data_dir, 0o700)
+
+
 def serve(settings: Settings) -> None:
     configure_logging(settings.log_level)
     _check_port_free(settings)
+    _private_data_dir(settings)
     _check_tls(settings)
     env = dict(os.environ)
     env[SETTINGS_ENV] = json.dumps(settings.model_dump(mode="json"))
