@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import pty
 import select
+import signal
 import subprocess
 import time
 from pathlib import Path
 
+import psutil
 import requests
 
 from ocihelpers import absolute, digest_of, random_blob, unique_repo, with_digest
@@ -95,3 +97,26 @@ def test_data_directory_is_private_whatever_the_umask(tmp_path: Path) -> None:
         assert not loose, loose
     finally:
         server.stop()
+
+
+def test_workers_exit_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+    """``kill -9`` of the supervisor only: its workers follow within seconds and the port is free at once."""
+    server = Server(data_dir=tmp_path / "data", workers=2).start()
+    supervisor = psutil.Process(server.proc.pid)  # type: ignore[union-attr]
+    workers = [c for c in supervisor.children() if "cargohold.web.worker" in " ".join(c.cmdline())]
+    try:
+        assert len(workers) == 2
+        os.kill(supervisor.pid, signal.SIGKILL)
+        server.proc.wait(timeout=10)  # type: ignore[union-attr]
+        _, alive = psutil.wait_procs(workers, timeout=15)
+        assert not alive, f"orphaned workers still running: {[p.pid for p in alive]}"
+        again = Server(data_dir=server.data_dir, workers=2, port=server.port).start()
+        try:
+            assert requests.get(f"{again.url}/v2/", timeout=10).status_code == 200
+        finally:
+            again.stop()
+    finally:
+        server.kill()
+        for worker in workers:  # orphans of a failed run, by pid
+            if worker.is_running():
+                worker.kill()

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Settings
-from .worker import SETTINGS_ENV, configure_logging, server_ssl_context
+from .worker import SETTINGS_ENV, SUPERVISOR_ENV, configure_logging, server_ssl_context
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus_client in the workers (cache/metrics.py)
 
@@ -104,6 +104,7 @@ def serve(settings: Settings) -> None:
     _check_tls(settings)
     env = dict(os.environ)
     env[SETTINGS_ENV] = json.dumps(settings.model_dump(mode="json"))
+    env[SUPERVISOR_ENV] = str(os.getpid())  # workers exit when this process dies (worker.die_with_supervisor)
     env[MULTIPROC_ENV] = str(_fresh_metrics_dir(settings))
     if _child("prepare", env).wait() != 0:
         raise StartupFailed("start-up preparation (database migration) failed; see the log above")

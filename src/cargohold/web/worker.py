@@ -24,6 +24,46 @@ if TYPE_CHECKING:
     from ..config import Settings
 
 SETTINGS_ENV = "CARGOHOLD_WORKER_SETTINGS"
+SUPERVISOR_ENV = "CARGOHOLD_SUPERVISOR_PID"
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def die_with_supervisor() -> None:
+    """Exit when the supervisor dies, however it dies (``kill -9`` included).
+
+    A worker that outlives its supervisor keeps the port (SO_REUSEPORT) and the database open: a
+    restart would find the address in use, or share it with a headless old worker. On Linux the
+    kernel sends SIGTERM (a graceful shutdown) when the parent dies (``PR_SET_PDEATHSIG``);
+    elsewhere a thread watches the parent pid. Either way, a supervisor that died before this
+    call is caught by comparing the parent pid with the one the supervisor handed down.
+    """
+    import signal
+
+    expected = int(os.environ.get(SUPERVISOR_ENV, "0") or 0)
+    armed = False
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if expected and os.getppid() != expected:
+        os.kill(os.getpid(), signal.SIGTERM)  # orphaned already, before the death signal was armed
+        return
+    if not armed:
+        import threading
+        import time
+
+        parent = expected or os.getppid()
+
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(1.0)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        threading.Thread(target=watch, name="supervisor-watch", daemon=True).start()
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -108,6 +148,7 @@ def main(mode: str) -> int:
 
     settings = Settings(**json.loads(os.environ[SETTINGS_ENV]))
     configure_logging(settings.log_level)
+    die_with_supervisor()
     if mode == "prepare":
         asyncio.run(_prepare(settings))
         return 0
