@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import re
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import requests
+from requests.adapters import HTTPAdapter
 from cargohold.auth import secrets
 from cargohold.auth.scopes import Rule
 from cargohold.config import Settings
@@ -254,3 +256,26 @@ def ok(response: requests.Response, status: int = 200) -> Any:
         return None
     assert response.headers["Content-Type"].startswith("application/json"), where
     return response.json()
+
+
+# ---- distinct clients on one machine ------------------------------------------------------------------------
+
+
+class SourceAddress(HTTPAdapter):
+    """Connect from a chosen loopback address, so the server sees distinct clients."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["source_address"] = (self.address, 0)
+        super().init_poolmanager(*args, **kwargs)
+
+
+def client_from(address: str) -> requests.Session:
+    with socket.socket() as probe:  # fail clearly if this machine cannot bind other loopback addresses
+        probe.bind((address, 0))
+    session = requests.Session()
+    session.mount("http://", SourceAddress(address))
+    return session

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     auth_key_retention_seconds: int = Field(86400, ge=60, description="how long a rotated-out key still verifies")
     login_throttle_attempts: int = Field(10, ge=1, description="failed logins per client or user within the window")
     login_throttle_window_seconds: int = Field(300, ge=1)
+    auth_verify_concurrency: int = Field(
+        2, ge=1, le=64, description="argon2 password checks one worker runs at once; more wait at a fair gate"
+    )
     allowed_clients: list[str] = Field(default_factory=list, description="CIDR ranges allowed to connect; empty = all")
     tls_cert: Path | None = None
     tls_key: Path | None = None

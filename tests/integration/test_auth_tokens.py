@@ -29,12 +29,12 @@ import pytest
 import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from requests.adapters import HTTPAdapter
 
 from authhelpers import (
     Credentials,
     assert_challenge,
     bearer,
+    client_from,
     describe,
     fetch_token,
     oci_error_code,
@@ -417,26 +417,6 @@ def test_key_rotation_keeps_old_tokens_valid_and_signs_new_ones_with_the_new_key
 
 
 # ---- brute force ------------------------------------------------------------------------------------------
-
-
-class SourceAddress(HTTPAdapter):
-    """Connect from a chosen loopback address, so the server sees distinct clients."""
-
-    def __init__(self, address: str) -> None:
-        self.address = address
-        super().__init__()
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["source_address"] = (self.address, 0)
-        super().init_poolmanager(*args, **kwargs)
-
-
-def client_from(address: str) -> requests.Session:
-    with socket.socket() as probe:  # fail clearly if this machine cannot bind other loopback addresses
-        probe.bind((address, 0))
-    session = requests.Session()
-    session.mount("http://", SourceAddress(address))
-    return session
 
 
 LIMIT = 5

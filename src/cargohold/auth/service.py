@@ -26,6 +26,7 @@ from ..store.generation import Generation
 from ..store.identities import IdentityStore, RobotRecord, ScopeMapRecord, UserRecord, aware
 from . import secrets
 from .errors import InvalidCredentials, InvalidName, InvalidToken, LoginThrottled
+from .gate import VerifyGate
 from .keys import KeyRing
 from .scopes import ACTIONS, ANONYMOUS, ANONYMOUS_ACTIONS, ANONYMOUS_SCOPE_MAP, InvalidRule, Principal, Rule, Scope, grant
 from .tokens import IssuedToken, TokenService
@@ -58,6 +59,7 @@ class AuthService:
         self._credentials: dict[str, tuple[float, Principal]] = {}
         self._verifying: dict[str, asyncio.Future[Principal]] = {}
         self._anonymous: Principal | None = None
+        self._gate = VerifyGate(settings.auth_verify_concurrency)
 
     @classmethod
     def open(cls, settings: Settings, stores: Stores) -> "AuthService":
@@ -139,23 +141,27 @@ class AuthService:
         return await asyncio.shield(pending)
 
     async def _verify(self, key: str, username: str, password: str, client: str) -> Principal:
-        await self._check_throttle(client, username)
+        robot = password.startswith(secrets.ROBOT_PREFIX)
+        # A robot token carries 256 random bits: nobody guesses one, so robots are throttled by client
+        # address only, and wrong passwords typed for a robot's name cannot lock the robot out.
+        attempt, suspect = await self._reserve_attempt(client, None if robot else username)
         principal: Principal | None = None
-        if password.startswith(secrets.ROBOT_PREFIX):
-            principal = await self._robot_by_token(password)
+        if robot:
+            principal = await self._robot_by_token(password)  # a sha256 lookup, no argon2
             if principal is not None and username and username != principal.name:
                 principal = None
-        else:
+        elif username:  # no identity has an empty name: a bare non-robot bearer token costs no argon2
             user = await self.identities.get_user(username)
             stored = user.password_hash if user is not None else secrets.DUMMY_HASH
-            ok = await asyncio.to_thread(secrets.verify_password, stored, password)
+            async with self._gate.slot(suspect):
+                ok = await asyncio.to_thread(secrets.verify_password, stored, password)
             if ok and user is not None:
                 principal = await self.principal_named(user.name)
         if principal is None:
-            self._credentials.pop(key, None)
-            await self.identities.record_login_failure(client, username)
+            self._credentials.pop(key, None)  # the reserved attempt stays: it is this failure
             await self.audit(username or "-", client, "login", username or "-", "denied", None)
             raise InvalidCredentials()
+        await self.identities.forget_login_attempt(attempt)
         if len(self._credentials) > 10000:
             self._credentials.clear()
         self._credentials[key] = (time.monotonic() + _CREDENTIAL_TTL, principal)
@@ -170,13 +176,19 @@ class AuthService:
             return None
         return Principal("robot", robot.name, False, await self._member_rules(robot.scope_maps))
 
-    async def _check_throttle(self, client: str, username: str) -> None:
+    async def _reserve_attempt(self, client: str, username: str | None) -> tuple[int, bool]:
+        """Count this attempt as a failure before checking it (so parallel guesses cannot all slip under
+        the limit); raises LoginThrottled when the client or the username has used up the window.
+
+        Returns the attempt's id and whether the client is *suspect* (it failed, or has checks in flight,
+        within the window): suspects wait behind everyone else at the argon2 gate."""
         window = self.settings.login_throttle_window_seconds
         since = datetime.now(UTC) - timedelta(seconds=window)
-        by_client, by_user = await self.identities.recent_failures(client, username, since)
-        limit = self.settings.login_throttle_attempts
-        if by_client >= limit or (username and by_user >= limit):
+        reserved = await self.identities.reserve_login_attempt(client, username, since, self.settings.login_throttle_attempts)
+        if reserved is None:
             raise LoginThrottled(window, f"too many failed logins; try again in up to {window} s")
+        attempt, earlier = reserved
+        return attempt, earlier > 0
 
     def verify_access_token(self, token: str) -> dict[str, Any]:
         return self.tokens.verify(token)
@@ -195,13 +207,14 @@ class AuthService:
         return RefreshToken(token_id, token, expires)
 
     async def redeem_refresh_token(self, token: str, client: str) -> Principal:
+        attempt, _ = await self._reserve_attempt(client, None)  # 256-bit secrets: throttled by client only
         record = await self.identities.refresh_token(secrets.token_hash(token))
         if record is None or record.revoked_at is not None or _expired(record.expires_at):
-            await self.identities.record_login_failure(client, "refresh-token")
             raise InvalidToken("refresh token is unknown, expired or revoked")
         principal = await self.principal_named(record.principal)
         if principal is None:
             raise InvalidToken("the refresh token's owner no longer exists")
+        await self.identities.forget_login_attempt(attempt)
         return principal
 
     # ---- management: the /api/v1 operations that take more than one store call --------------------

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, delete, func, insert, select, update
+from sqlalchemy import Select, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -23,6 +23,8 @@ from .schema import audit_events, login_failures, refresh_tokens, robots, scope_
 
 
 T = TypeVar("T")
+# The PostgreSQL transaction lock that makes "count, then reserve" one step for every worker and replica.
+_LOGIN_LOCK_KEY = 0x6C6F67696E  # "login"
 
 
 class AlreadyExists(Exception):
@@ -304,28 +306,46 @@ class IdentityStore(SqlStore):
 
     # ---- login failures and audit ----------------------------------------------------------------
 
-    async def record_login_failure(self, client: str, username: str) -> None:
-        async with self._write_quietly() as conn:
-            await conn.execute(insert(login_failures).values(at=now(), client=client, username=username[:255]))
-            # Keep the table small: failures older than a day no longer throttle anyone.
-            await conn.execute(delete(login_failures).where(login_failures.c.at < now() - timedelta(days=1)))
+    async def reserve_login_attempt(
+        self, client: str, username: str | None, since: datetime, limit: int
+    ) -> tuple[int, int] | None:
+        """Count a login attempt as failed *before* it is checked, unless the throttle is already reached.
 
-    async def recent_failures(self, client: str, username: str, since: datetime) -> tuple[int, int]:
-        """Failures since ``since`` from this client, and against this username."""
-        async with self._read() as conn:
+        Atomic across workers and replicas (SQLite's ``BEGIN IMMEDIATE``, a PostgreSQL transaction lock):
+        N parallel guesses cannot all see "under the limit" and all go on to a password check. Returns
+        ``(attempt id, earlier failures from this client)``, or None when ``client`` (or ``username``, if
+        given) already has ``limit`` failures or attempts in flight since ``since``. A successful check
+        takes its attempt back with ``forget_login_attempt``.
+        """
+        async with self._write_quietly() as conn:
+            if conn.dialect.name == "postgresql":
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOGIN_LOCK_KEY})
             by_client = (
                 await conn.execute(
                     select(func.count()).select_from(login_failures).where(login_failures.c.client == client, login_failures.c.at >= since)
                 )
             ).scalar_one()
-            by_user = (
-                await conn.execute(
-                    select(func.count())
-                    .select_from(login_failures)
-                    .where(login_failures.c.username == username, login_failures.c.at >= since)
-                )
-            ).scalar_one()
-        return by_client, by_user
+            if by_client >= limit:
+                return None
+            if username:
+                by_user = (
+                    await conn.execute(
+                        select(func.count())
+                        .select_from(login_failures)
+                        .where(login_failures.c.username == username[:255], login_failures.c.at >= since)
+                    )
+                ).scalar_one()
+                if by_user >= limit:
+                    return None
+            result = await conn.execute(insert(login_failures).values(at=now(), client=client[:64], username=(username or "")[:255]))
+            # Keep the table small: failures older than a day no longer throttle anyone.
+            await conn.execute(delete(login_failures).where(login_failures.c.at < now() - timedelta(days=1)))
+            return int(result.inserted_primary_key[0]), int(by_client)
+
+    async def forget_login_attempt(self, attempt: int) -> None:
+        """The attempt succeeded: it no longer counts against its client or username."""
+        async with self._write_quietly() as conn:
+            await conn.execute(delete(login_failures).where(login_failures.c.id == attempt))
 
     async def audit(self, actor: str, client: str, action: str, target: str, outcome: str, detail: dict[str, Any] | None) -> None:
         async with self._write_quietly() as conn:
