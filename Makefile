@@ -25,8 +25,8 @@ run: $(VENV)/.installed
 	$(BIN)/cargohold serve
 
 test: $(VENV)/.test-installed system-deps
-	scripts/ensure-services.sh
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	url=$$(CARGOHOLD_PYTHON=$(BIN)/python scripts/ensure-services.sh) && \
+	  CARGOHOLD_TEST_POSTGRES_URL=$$url $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: $(VENV)/.test-installed system-deps
 	$(BIN)/python bench/run.py

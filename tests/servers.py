@@ -15,7 +15,18 @@ from pathlib import Path
 
 import requests
 
-POSTGRES_URL = os.environ.get("CARGOHOLD_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+
+def _postgres_url() -> str:
+    """The environment's URL, else the one scripts/ensure-services.sh last chose (maybe its private cluster)."""
+    if url := os.environ.get("CARGOHOLD_TEST_POSTGRES_URL"):
+        return url
+    chosen = Path(__file__).resolve().parent.parent / ".test-postgres-url"
+    if chosen.is_file() and (url := chosen.read_text().strip()):
+        return url
+    return "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+
+
+POSTGRES_URL = _postgres_url()
 
 
 def free_port() -> int:
