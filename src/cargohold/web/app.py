@@ -21,6 +21,7 @@ from ..transfer.jobs import ImportJobs
 from ..transfer.sync_service import SyncService
 from . import api, metrics, token
 from .auth import allow_list, v2_auth_middleware
+from .disconnects import client_disconnects
 from .errors import API_VERSION_HEADER, error_middleware
 from .keys import AUTH, CACHE, IMPORTS, REGISTRY, SETTINGS, SYNC
 from .v2 import routes as v2_routes
@@ -67,6 +68,7 @@ def create_app(settings: Settings) -> web.Application:
     middlewares = [error_middleware, cache_routing]
     if settings.allowed_clients:
         middlewares.insert(0, allow_list([ipaddress.ip_network(c, strict=False) for c in settings.allowed_clients]))
+    middlewares.insert(0, client_disconnects)  # outermost: a client gone mid-request is an INFO line, not an ERROR
     if settings.auth:
         middlewares.append(v2_auth_middleware)
     app = web.Application(middlewares=middlewares, client_max_size=settings.manifest_max_bytes + 1)
