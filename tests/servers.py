@@ -35,18 +35,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_ready(url: str, proc: subprocess.Popen[bytes] | None, timeout: float = 30.0) -> None:
+def log_tail(path: Path | None, lines: int = 20) -> str:
+    """The last lines of a server's log: where the reason a server died is (a database it cannot reach...)."""
+    if path is None or not path.exists():
+        return "(no log)"
+    tail = path.read_text(errors="replace").splitlines()[-lines:]
+    return "\n".join(tail) if tail else "(empty log)"
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes] | None, timeout: float = 30.0, log_path: Path | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before it was ready")
+            raise RuntimeError(
+                f"server exited with {proc.returncode} before it was ready; last lines of {log_path}:\n{log_tail(log_path)}"
+            )
         try:
             if requests.get(f"{url}/v2/", timeout=1).status_code in (200, 401):
                 return
         except requests.RequestException:
             pass
         time.sleep(0.1)
-    raise TimeoutError(f"{url} did not become ready in {timeout}s")
+    raise TimeoutError(f"{url} did not become ready in {timeout}s; last lines of {log_path}:\n{log_tail(log_path)}")
 
 
 @dataclass
@@ -103,7 +113,7 @@ class Server:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        wait_ready(self.url, self.proc)
+        wait_ready(self.url, self.proc, log_path=self.log_path)
         return self
 
     def __enter__(self) -> "Server":
@@ -170,7 +180,7 @@ class DockerRegistry:
         )
         log = open(self.root / "registry.log", "ab")
         self.proc = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
-        wait_ready(self.url, self.proc)
+        wait_ready(self.url, self.proc, log_path=self.root / "registry.log")
         return self
 
     def stop(self) -> None:
