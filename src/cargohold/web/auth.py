@@ -10,8 +10,8 @@ first, for every path.
 from __future__ import annotations
 
 import base64
-import binascii
 import ipaddress
+import re
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -43,8 +43,9 @@ def parse_authorization(header: str | None) -> tuple[str, str, str] | None:
     scheme, value = scheme.lower(), value.strip()
     if scheme == "basic":
         try:
+            # Non-ASCII text raises ValueError (not binascii.Error) in b64decode: both are bad credentials.
             decoded = base64.b64decode(value, validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError):
             return None
         user, sep, password = decoded.partition(":")
         return ("basic", user, password) if sep else None
@@ -69,16 +70,34 @@ async def resolve_access(request: web.Request, auth: AuthService) -> Access:
     return Access(await auth.authenticate_robot_token(first, client))
 
 
+# A Host header worth echoing: a DNS name or an IP literal, and an optional port. Anything else (quotes,
+# commas, spaces, a path) would let a client write into the challenge it is sent.
+_HOST = re.compile(
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+    r"|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?"
+)
+
+
 def realm(request: web.Request, settings: Settings) -> str:
-    return settings.auth_realm or f"{request.scheme}://{request.host}/token"
+    """The token endpoint clients are sent to: ``auth_realm``, else this server's ``/token`` under the
+    request's Host when that is a plain host[:port], else under the listen address."""
+    if settings.auth_realm:
+        return settings.auth_realm
+    host = request.host if _HOST.fullmatch(request.host or "") else settings.listen
+    return f"{request.scheme}://{host}/token"
+
+
+def quoted(value: str) -> str:
+    """An RFC 9110 quoted-string."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def challenge(request: web.Request, settings: Settings, scope: str | None, error: str | None = None) -> str:
-    parts = [f'realm="{realm(request, settings)}"', f'service="{settings.auth_service}"']
+    parts = [f"realm={quoted(realm(request, settings))}", f"service={quoted(settings.auth_service)}"]
     if scope:
-        parts.append(f'scope="{scope}"')
+        parts.append(f"scope={quoted(scope)}")
     if error:
-        parts.append(f'error="{error}"')
+        parts.append(f"error={quoted(error)}")
     return "Bearer " + ",".join(parts)
 
 
@@ -141,6 +160,14 @@ async def v2_auth_middleware(request: web.Request, handler: Handler) -> web.Stre
     if repository and action:
         if not access.may(repository, action) and not (action == METADATA and access.may(repository, READ)):
             return await _refuse(request, settings, access, auth, repository, action, scope)
+        source = _mount_source(request)
+        if source is not None and access.claims is not None and not access.may(source, READ):
+            # The mount would be refused only because the token lacks pull on the source: if its holder
+            # may pull there, ask for a token naming both (as Distribution does), so the blob is mounted.
+            holder = await auth.principal_named(access.subject)
+            if holder is not None and holder.may(source, READ):
+                wider = f"{scope} repository:{source}:pull" if scope else f"repository:{source}:pull"
+                return _unauthorized(request, settings, InsufficientScope(), wider, "insufficient_scope")
     elif not access.authenticated:
         # The version check and the catalog need an identity; a 401 here starts the token flow.
         return _unauthorized(request, settings, AuthenticationRequired(), scope, None)
@@ -151,6 +178,16 @@ async def v2_auth_middleware(request: web.Request, handler: Handler) -> web.Stre
             return _unauthorized(request, settings, InsufficientScope(), scope, "insufficient_scope")
         request["access"] = Access(holder)
     return await handler(request)
+
+
+def _mount_source(request: web.Request) -> str | None:
+    """``from`` of a cross-repository mount (``POST …/blobs/uploads/?mount=…&from=…``) with a valid name."""
+    if request.method != "POST" or not request.path.endswith("/blobs/uploads/"):
+        return None
+    source = request.query.get("from")
+    if not request.query.get("mount") or not source or not is_valid_name(source):
+        return None
+    return source
 
 
 async def _refuse(

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from ..auth.errors import InvalidCredentials, InvalidToken
 from ..auth.scopes import Principal, parse_scopes
@@ -83,7 +84,12 @@ async def get_token(request: web.Request) -> web.Response:
 
 async def post_token(request: web.Request) -> web.Response:
     auth = request.app[AUTH]
-    form = await request.post()
+    try:
+        form = await request.post()
+    except (ValueError, LookupError, HttpProcessingError) as exc:
+        # A multipart body without a boundary, cut short or malformed, an unknown charset, bytes that are
+        # not in the charset: the client's mistake, never a 500.
+        return _oauth_error("invalid_request", f"the form body could not be read: {type(exc).__name__}", 400)
     if (bad := _check_service(request, _field(form, "service"))) is not None:
         return bad
     grant_type = _field(form, "grant_type")
