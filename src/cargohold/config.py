@@ -13,6 +13,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
@@ -48,6 +49,13 @@ class Settings(BaseSettings):
         2, ge=1, le=64, description="argon2 password checks one worker runs at once; more wait at a fair gate"
     )
     allowed_clients: list[str] = Field(default_factory=list, description="CIDR ranges allowed to connect; empty = all")
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="CIDR ranges of reverse proxies whose Forwarded / X-Forwarded-For headers name the client",
+    )
+    public_url: str | None = Field(
+        None, description="the URL clients use (scheme://host[:port]); the token realm and Location headers use it"
+    )
     tls_cert: Path | None = None
     tls_key: Path | None = None
     allow_private_upstreams: bool = Field(
@@ -85,7 +93,20 @@ class Settings(BaseSettings):
             raise ValueError("listen must be HOST:PORT")
         return value
 
-    @field_validator("allowed_clients")
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
+            raise ValueError("public_url must be http(s)://host[:port]")
+        if parts.path not in ("", "/") or parts.query or parts.fragment or any(c in value for c in '"\\ ,;'):
+            raise ValueError("public_url is scheme://host[:port] only: no path, query, quotes or spaces")
+        parts.port  # raises ValueError for a port out of range
+        return f"{parts.scheme}://{parts.netloc}"
+
+    @field_validator("allowed_clients", "trusted_proxies")
     @classmethod
     def _check_cidrs(cls, value: list[str]) -> list[str]:
         for cidr in value:

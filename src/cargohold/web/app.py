@@ -21,6 +21,7 @@ from ..transfer.jobs import ImportJobs
 from ..transfer.sync_service import SyncService
 from . import api, metrics, token
 from .auth import allow_list, v2_auth_middleware
+from .clients import public_location
 from .disconnects import client_disconnects
 from .errors import API_VERSION_HEADER, error_middleware
 from .keys import AUTH, CACHE, IMPORTS, REGISTRY, SETTINGS, SYNC
@@ -32,6 +33,7 @@ log = logging.getLogger("cargohold")
 
 
 async def _on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    public_location(request, response)
     if request.path.startswith("/v2"):
         response.headers[API_VERSION_HEADER[0]] = API_VERSION_HEADER[1]
         digest_etag(response)

@@ -23,16 +23,13 @@ from ..config import Settings
 from ..oci.errors import Denied, RegistryError
 from ..oci.names import is_valid_name
 from .access import Access
+from .clients import client_address
 from .errors import error_response_for
 from .keys import AUTH, SETTINGS
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ACTION = "cargohold_action"  # route attribute: the action a /v2 handler needs on its repository
 CATALOG_SCOPE = "registry:catalog:*"
-
-
-def client_address(request: web.Request) -> str:
-    return request.remote or "-"
 
 
 def parse_authorization(header: str | None) -> tuple[str, str, str] | None:
@@ -79,10 +76,12 @@ _HOST = re.compile(
 
 
 def realm(request: web.Request, settings: Settings) -> str:
-    """The token endpoint clients are sent to: ``auth_realm``, else this server's ``/token`` under the
-    request's Host when that is a plain host[:port], else under the listen address."""
+    """The token endpoint clients are sent to: ``auth_realm``, else ``public_url``'s ``/token``, else this
+    server's ``/token`` under the request's Host when that is a plain host[:port], else under the listen address."""
     if settings.auth_realm:
         return settings.auth_realm
+    if settings.public_url:
+        return f"{settings.public_url}/token"
     host = request.host if _HOST.fullmatch(request.host or "") else settings.listen
     return f"{request.scheme}://{host}/token"
 
@@ -118,7 +117,7 @@ def allow_list(networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) ->
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
-            address = ipaddress.ip_address((request.remote or "").split("%", 1)[0])
+            address = ipaddress.ip_address(client_address(request))  # behind a trusted proxy: the forwarded client
         except ValueError:
             address = None
         if address is None or not any(address in net for net in networks):

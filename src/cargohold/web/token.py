@@ -19,7 +19,8 @@ from ..auth.errors import InvalidCredentials, InvalidToken
 from ..auth.scopes import Principal, parse_scopes
 from ..auth.service import AuthService
 from ..oci.errors import RegistryError
-from .auth import client_address, parse_authorization
+from .auth import parse_authorization
+from .clients import client_address
 from .errors import status_of
 from .keys import AUTH, SETTINGS
 

@@ -35,7 +35,8 @@ from ...store.identities import AlreadyExists, InUse, LastAdmin, UnknownScopeMap
 from ...transfer.schedule import InvalidSchedule
 from ...transfer.sync_service import InvalidSyncRule
 from ...transfer.tagfilter import InvalidTagFilter
-from ..auth import client_address, resolve_access
+from ..auth import resolve_access
+from ..clients import client_address
 from ..errors import error_response_for, problem_response
 from ..keys import AUTH
 

@@ -15,7 +15,7 @@ from ...registry.ingest import Readable
 from ...registry.repository import LocalRepository, Repository
 from ...registry.service import Registry
 from ..access import UNRESTRICTED, Access
-from ..auth import client_address
+from ..clients import client_address
 from ..keys import AUTH, REGISTRY
 from .cache import cache_route, cache_service
 
