@@ -85,6 +85,20 @@ async def identity_store(server: Server) -> AsyncIterator[IdentityStore]:
         await engine.dispose()
 
 
+def subject_id(server: Server, name: str) -> str:
+    """The ``sid`` an access token of user or robot ``name`` carries (its id and generation)."""
+
+    async def go(store: IdentityStore) -> str:
+        user = await store.get_user(name)
+        if user is not None:
+            return user.subject_id
+        robot = await store.get_robot(name)
+        assert robot is not None, f"no identity {name!r}"
+        return robot.subject_id
+
+    return with_identities(server, go)
+
+
 def run_async(coro_fn: Callable[[], Awaitable[T]]) -> T:
     """Run a coroutine to completion from synchronous test code (in a thread if a loop is already running)."""
 

@@ -40,6 +40,7 @@ from authhelpers import (
     oci_error_code,
     parse_challenge,
     provision,
+    subject_id,
     with_identities,
 )
 from cargohold.auth import secrets as auth_secrets
@@ -326,12 +327,16 @@ def signing_key(server: Server) -> SigningKey:
     return keys[0]
 
 
+_SIDS: dict[str, str] = {}
+
+
 def forge(key: Any, kid: str, algorithm: str = "ES256", **overrides: Any) -> str:
     """A token like the server's: ``writer`` may push to ``team/forged``; ``overrides`` change claims (None drops one)."""
     now = int(time.time())
     claims: dict[str, Any] = {
         "iss": "cargohold",
         "sub": "writer",
+        "sid": _SIDS["writer"],
         "aud": "cargohold",
         "iat": now,
         "nbf": now - 5,
@@ -360,6 +365,7 @@ def flip(segment: str, index: int) -> str:
 
 
 def test_forged_tokens_are_refused(server: Server) -> None:
+    _SIDS["writer"] = subject_id(server, "writer")
     key = signing_key(server)
     good = forge(key.private, key.kid)
     # Control: a token made exactly like the server's is accepted, so each refusal below is about its one change.
@@ -373,6 +379,8 @@ def test_forged_tokens_are_refused(server: Server) -> None:
     assert_invalid_token(server, forge(key.private, key.kid, aud="other"))
     assert_invalid_token(server, forge(key.private, key.kid, iss="someone-else"))
     assert_invalid_token(server, forge(key.private, key.kid, access="everything"))
+    assert_invalid_token(server, forge(key.private, key.kid, sid=None))  # names nobody as created
+    assert_invalid_token(server, forge(key.private, key.kid, sid="u1.0"))  # a namesake's identity
 
     foreign = ec.generate_private_key(ec.SECP256R1())
     assert_invalid_token(server, forge(foreign, key.kid))  # a foreign key claiming the server's kid

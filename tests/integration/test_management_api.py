@@ -370,7 +370,7 @@ def test_the_last_admin_cannot_be_deleted_or_demoted(srv: Server) -> None:
 
 def test_bearer_tokens_carry_live_rights(srv: Server) -> None:
     boss, password = make_user(srv, admin_flag=True)
-    token = access_token(srv, (boss, password))
+    token = access_token(srv, (boss, password), "registry:management:*")
     assert ok(api(srv, "GET", "/users", auth={"bearer": token}))
     ok(api(srv, "PATCH", f"/users/{boss}", json={"admin": False}))
     problem(api(srv, "GET", "/users", auth={"bearer": token}), 403, "DENIED")

@@ -20,6 +20,8 @@ METADATA = "metadata/read"
 ACTIONS = (READ, WRITE, DELETE, METADATA)
 ANONYMOUS_ACTIONS = frozenset({READ, METADATA})
 ANONYMOUS_SCOPE_MAP = "anonymous"
+# ``registry:management:*``: the scope that makes an admin's access token a management credential.
+MANAGEMENT = "management"
 
 DOCKER_TO_ACTION = {"pull": READ, "push": WRITE, "delete": DELETE}
 ACTION_TO_DOCKER = {v: k for k, v in DOCKER_TO_ACTION.items()}
@@ -64,6 +66,7 @@ class Principal:
     name: str
     admin: bool = False
     rules: tuple[Rule, ...] = field(default=())
+    sid: str = ""  # the identity as created (id + generation): what access tokens name besides ``sub``
 
     @property
     def authenticated(self) -> bool:
@@ -117,6 +120,8 @@ def grant(principal: Principal, requested: list[Scope]) -> list[dict[str, object
         if scope.type == "registry":
             if scope.name == "catalog" and principal.authenticated:
                 access.append({"type": "registry", "name": "catalog", "actions": ["*"]})
+            elif scope.name == MANAGEMENT and principal.admin:
+                access.append({"type": "registry", "name": MANAGEMENT, "actions": ["*"]})
             continue
         if not is_valid_name(scope.name):
             continue  # no repository can have this name: nothing to grant
@@ -148,3 +153,21 @@ def token_allows(access: list[dict[str, object]], repository: str, action: str) 
 
 def token_allows_catalog(access: list[dict[str, object]]) -> bool:
     return any(e.get("type") == "registry" and e.get("name") == "catalog" for e in access)
+
+
+def token_principal(holder: Principal, access: list[dict[str, object]]) -> Principal:
+    """What an access token lets its holder do on the management API: the holder's live rights cut down to
+    the token's ``access`` claim. Admin only with ``registry:management:*`` in the claim, so an admin's
+    token issued for ``repository:x:pull`` is a pull credential for ``x`` and nothing more."""
+    admin = holder.admin and any(e.get("type") == "registry" and e.get("name") == MANAGEMENT for e in access)
+    if admin:
+        return holder
+    rules: list[Rule] = []
+    for entry in access:
+        name = entry.get("name")
+        if entry.get("type") != "repository" or not isinstance(name, str):
+            continue
+        actions = {a for a in ACTIONS if token_allows(access, name, a)} & holder.allowed_actions(name)
+        if actions:
+            rules.append(Rule(name, frozenset(actions)))
+    return Principal(holder.kind, holder.name, False, tuple(rules), holder.sid)

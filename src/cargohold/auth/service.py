@@ -55,7 +55,7 @@ class AuthService:
         self.tokens = tokens
         self._generation = generation
         self._seen = generation.current()
-        self._principals: dict[str, Principal | None] = {}
+        self._principals: dict[str, tuple[Principal | None, datetime | None]] = {}  # name -> (rights, robot expiry)
         self._credentials: dict[str, tuple[float, Principal]] = {}
         self._verifying: dict[str, asyncio.Future[Principal]] = {}
         self._anonymous: Principal | None = None
@@ -80,21 +80,41 @@ class AuthService:
     # ---- principals ------------------------------------------------------------------------------
 
     async def principal_named(self, name: str) -> Principal | None:
-        """The current rights of a user or robot, or None if it no longer exists (or a robot expired)."""
+        """The current rights of a user or robot, or None if it no longer exists (or a robot expired).
+
+        Cached per worker until the shared generation changes (a robot only until it expires), since
+        every bearer token on /v2 asks whether its subject still exists."""
         self._fresh()
-        if name in self._principals:
-            return self._principals[name]
+        cached = self._principals.get(name)
+        if cached is not None:
+            if not _expired(cached[1]):
+                return cached[0]
+            return None
         principal: Principal | None = None
+        expires: datetime | None = None
         user = await self.identities.get_user(name)
         if user is not None:
-            principal = Principal("user", user.name, user.admin, await self._member_rules(user.scope_maps))
+            principal = Principal("user", user.name, user.admin, await self._member_rules(user.scope_maps), user.subject_id)
         else:
             robot = await self.identities.get_robot(name)
             if robot is not None and not _expired(robot.expires_at):
-                principal = Principal("robot", robot.name, False, await self._member_rules(robot.scope_maps))
-        if principal is None or principal.kind != "robot":
-            self._principals[name] = principal  # robots expire: never cache them past this request
+                expires = robot.expires_at
+                principal = Principal("robot", robot.name, False, await self._member_rules(robot.scope_maps), robot.subject_id)
+        if len(self._principals) > 10000:
+            self._principals.clear()
+        self._principals[name] = (principal, expires)
         return principal
+
+    async def token_holder(self, claims: dict[str, Any]) -> Principal | None:
+        """The identity an access token was issued to, or None if it is gone: deleted, expired, re-created
+        under the same name, or its password changed since (the token's ``sid`` no longer matches)."""
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or subject in RESERVED_IDENTITY_NAMES:
+            return None
+        holder = await self.principal_named(subject)
+        if holder is None or not holder.sid or claims.get("sid") != holder.sid:
+            return None
+        return holder
 
     async def anonymous(self) -> Principal:
         """What callers without credentials may do: the read actions of the ``anonymous`` scope map."""
@@ -174,7 +194,7 @@ class AuthService:
         robot = await self.identities.robot_by_token(secrets.token_hash(token))
         if robot is None or _expired(robot.expires_at):
             return None
-        return Principal("robot", robot.name, False, await self._member_rules(robot.scope_maps))
+        return Principal("robot", robot.name, False, await self._member_rules(robot.scope_maps), robot.subject_id)
 
     async def _reserve_attempt(self, client: str, username: str | None) -> tuple[int, bool]:
         """Count this attempt as a failure before checking it (so parallel guesses cannot all slip under
@@ -197,7 +217,7 @@ class AuthService:
 
     def issue_access_token(self, principal: Principal, scopes: list[Scope]) -> tuple[IssuedToken, list[dict[str, object]]]:
         access = grant(principal, scopes)
-        return self.tokens.issue(principal.name, access), access
+        return self.tokens.issue(principal.name, access, principal.sid), access
 
     async def issue_refresh_token(self, principal: Principal) -> RefreshToken:
         token = secrets.new_token(secrets.REFRESH_PREFIX)

@@ -44,7 +44,7 @@ class TokenService:
         self._signing = keys[0]
         self._keys = {k.kid: k for k in keys}
 
-    def issue(self, subject: str, access: list[dict[str, object]]) -> IssuedToken:
+    def issue(self, subject: str, access: list[dict[str, object]], subject_id: str = "") -> IssuedToken:
         self.reload()  # another worker or the CLI may have rotated the key
         assert self._signing is not None
         now = int(time.time())
@@ -58,6 +58,8 @@ class TokenService:
             "jti": secrets.token_hex(12),
             "access": access,
         }
+        if subject_id:
+            claims["sid"] = subject_id  # the identity as created: a namesake re-created later is another one
         token = jwt.encode(claims, self._signing.private, algorithm=ALGORITHM, headers={"kid": self._signing.kid})
         return IssuedToken(token, self.ttl, float(now))
 

@@ -8,6 +8,7 @@ identities in every worker are dropped.
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -50,6 +51,13 @@ class UserRecord:
     admin: bool
     scope_maps: list[str]
     created_at: datetime
+    id: int = 0
+    generation: str = "0"
+
+    @property
+    def subject_id(self) -> str:
+        """What an access token names: this user as created (and since its last password change)."""
+        return f"u{self.id}.{self.generation}"
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,12 @@ class RobotRecord:
     expires_at: datetime | None
     created_by: str
     created_at: datetime
+    id: int = 0
+    generation: str = "0"
+
+    @property
+    def subject_id(self) -> str:
+        return f"r{self.id}.{self.generation}"
 
 
 @dataclass(frozen=True)
@@ -120,18 +134,24 @@ class IdentityStore(SqlStore):
 
     async def create_user(self, name: str, password_hash: str, admin: bool, maps: list[str]) -> UserRecord:
         created = now()
+        generation = new_generation()
         try:
             async with self._write() as conn:
                 await self._check_name_free(conn, name)
                 await self._check_maps_exist(conn, maps)
-                await conn.execute(
+                result = await conn.execute(
                     insert(users).values(
-                        name=name, password_hash=password_hash, admin=admin, scope_maps=json.dumps(maps), created_at=created
+                        name=name,
+                        password_hash=password_hash,
+                        admin=admin,
+                        scope_maps=json.dumps(maps),
+                        created_at=created,
+                        generation=generation,
                     )
                 )
         except IntegrityError:
             raise AlreadyExists(f"{name!r} already exists") from None
-        return UserRecord(name, password_hash, admin, maps, created)
+        return UserRecord(name, password_hash, admin, maps, created, int(result.inserted_primary_key[0]), generation)
 
     async def get_user(self, name: str) -> UserRecord | None:
         return await self._one(select(users).where(users.c.name == name), _user)
@@ -145,6 +165,7 @@ class IdentityStore(SqlStore):
         values: dict[str, Any] = {}
         if password_hash is not None:
             values["password_hash"] = password_hash
+            values["generation"] = new_generation()  # access tokens issued before the change stop working
         if admin is not None:
             values["admin"] = admin
         if maps is not None:
@@ -177,11 +198,12 @@ class IdentityStore(SqlStore):
         self, name: str, token_hash: str, maps: list[str], expires_at: datetime | None, created_by: str
     ) -> RobotRecord:
         created = now()
+        generation = new_generation()
         try:
             async with self._write() as conn:
                 await self._check_name_free(conn, name)
                 await self._check_maps_exist(conn, maps)
-                await conn.execute(
+                result = await conn.execute(
                     insert(robots).values(
                         name=name,
                         token_hash=token_hash,
@@ -189,11 +211,12 @@ class IdentityStore(SqlStore):
                         expires_at=expires_at,
                         created_by=created_by,
                         created_at=created,
+                        generation=generation,
                     )
                 )
         except IntegrityError:
             raise AlreadyExists(f"{name!r} already exists") from None
-        return RobotRecord(name, maps, expires_at, created_by, created)
+        return RobotRecord(name, maps, expires_at, created_by, created, int(result.inserted_primary_key[0]), generation)
 
     async def robot_by_token(self, token_hash: str) -> RobotRecord | None:
         return await self._one(select(robots).where(robots.c.token_hash == token_hash), _robot)
@@ -420,12 +443,22 @@ async def _revoke_refresh_tokens(conn: AsyncConnection, principal: str) -> int:
     return result.rowcount
 
 
+def new_generation() -> str:
+    return secrets.token_hex(8)
+
+
 def _user(row: Any) -> UserRecord:
-    return UserRecord(row.name, row.password_hash, bool(row.admin), json.loads(row.scope_maps), aware(row.created_at))  # type: ignore[arg-type]
+    return UserRecord(
+        row.name, row.password_hash, bool(row.admin), json.loads(row.scope_maps), aware(row.created_at),  # type: ignore[arg-type]
+        row.id, row.generation,
+    )
 
 
 def _robot(row: Any) -> RobotRecord:
-    return RobotRecord(row.name, json.loads(row.scope_maps), aware(row.expires_at), row.created_by, aware(row.created_at))  # type: ignore[arg-type]
+    return RobotRecord(
+        row.name, json.loads(row.scope_maps), aware(row.expires_at), row.created_by, aware(row.created_at),  # type: ignore[arg-type]
+        row.id, row.generation,
+    )
 
 
 def _scope_map(row: Any) -> ScopeMapRecord:

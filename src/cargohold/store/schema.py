@@ -103,6 +103,9 @@ users = Table(
     Column("admin", Boolean, nullable=False),
     Column("scope_maps", Text, nullable=False),  # JSON list of scope-map names
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # Random per creation and per password change (revision 0005): access tokens name id + generation,
+    # so a user deleted and re-created under the same name (even with a reused id) inherits none of them.
+    Column("generation", String(32), nullable=False, server_default="0"),
 )
 
 robots = Table(
@@ -115,6 +118,7 @@ robots = Table(
     Column("expires_at", DateTime(timezone=True), nullable=True),
     Column("created_by", String(64), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("generation", String(32), nullable=False, server_default="0"),  # revision 0005, as for users
 )
 
 scope_maps = Table(
@@ -136,7 +140,12 @@ refresh_tokens = Table(
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # Rotation (revision 0005): each use replaces the token by a new one of the same family; a used
+    # token presented again revokes the whole family.
+    Column("family", String(32), nullable=True),
+    Column("used_at", DateTime(timezone=True), nullable=True),
     Index("ix_refresh_tokens_principal", "principal"),
+    Index("ix_refresh_tokens_family", "family"),
 )
 
 login_failures = Table(

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from ..auth.errors import AccessDenied, AuthenticationRequired, InsufficientScope, InvalidToken
-from ..auth.scopes import ACTION_TO_DOCKER, METADATA, READ
+from ..auth.scopes import ACTION_TO_DOCKER, ANONYMOUS, METADATA, READ
 from ..auth.service import AuthService
 from ..config import Settings
 from ..oci.errors import Denied, RegistryError
@@ -63,7 +63,13 @@ async def resolve_access(request: web.Request, auth: AuthService) -> Access:
     if kind == "basic":
         return Access(await auth.authenticate(first, second, client))
     if first.count(".") == 2:
-        return Access(None, auth.verify_access_token(first))
+        claims = auth.verify_access_token(first)
+        if claims.get("sub") == ANONYMOUS.name:
+            return Access(None, claims)
+        holder = await auth.token_holder(claims)
+        if holder is None:
+            raise InvalidToken("the token's subject no longer exists")
+        return Access(holder, claims)
     return Access(await auth.authenticate_robot_token(first, client))
 
 
@@ -163,7 +169,7 @@ async def v2_auth_middleware(request: web.Request, handler: Handler) -> web.Stre
         if source is not None and access.claims is not None and not access.may(source, READ):
             # The mount would be refused only because the token lacks pull on the source: if its holder
             # may pull there, ask for a token naming both (as Distribution does), so the blob is mounted.
-            holder = await auth.principal_named(access.subject)
+            holder = access.principal
             if holder is not None and holder.may(source, READ):
                 wider = f"{scope} repository:{source}:pull" if scope else f"repository:{source}:pull"
                 return _unauthorized(request, settings, InsufficientScope(), wider, "insufficient_scope")
@@ -172,7 +178,7 @@ async def v2_auth_middleware(request: web.Request, handler: Handler) -> web.Stre
         return _unauthorized(request, settings, AuthenticationRequired(), scope, None)
     elif catalog and access.claims is not None:
         # A token names the catalog, not the repositories in it: list what its holder may list now.
-        holder = await auth.principal_named(access.subject) if access.may_catalog() else None
+        holder = access.principal if access.may_catalog() else None
         if holder is None:
             return _unauthorized(request, settings, InsufficientScope(), scope, "insufficient_scope")
         request["access"] = Access(holder)
@@ -197,7 +203,7 @@ async def _refuse(
     if access.claims is not None:
         # The token lacks the action; if its holder has the right, the client should get a wider token.
         # An anonymous token has no holder: credentials might help, so it is a 401 too.
-        holder = await auth.principal_named(access.subject)
+        holder = access.principal
         if holder is None or holder.may(repository, action):
             return _unauthorized(request, settings, InsufficientScope(), scope, "insufficient_scope")
     return error_response_for(

@@ -24,9 +24,9 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ...auth.errors import AuthenticationRequired, InvalidName, InvalidToken
-from ...auth.scopes import InvalidRule, Principal
+from ...auth.scopes import InvalidRule, Principal, token_principal
 from ...auth.secrets import WeakPassword
-from ...auth.service import NAME_PATTERN, RESERVED_IDENTITY_NAMES, AuthService
+from ...auth.service import NAME_PATTERN, AuthService
 from ...cache import rules as cache_rules
 from ...cache.admin import CredentialSetMismatch, InvalidCredentialSet, TargetIsCached, UpstreamNotAllowed
 from ...oci.errors import RegistryError
@@ -286,17 +286,16 @@ async def authenticate(request: web.Request, auth: AuthService) -> Principal:
     """The caller's live rights, whichever way they prove who they are; raises Unauthorized subclasses.
 
     Basic (a user's password, or a robot token as the password), a robot token
-    as a bearer token, or an access token from ``/token``: its ``sub`` names
-    the principal, whose *current* rights apply (a demoted admin is demoted at
-    once, whatever their token says).
+    as a bearer token, or an access token from ``/token``: its ``sub`` and
+    ``sid`` name the principal, whose *current* rights apply (a demoted admin is
+    demoted at once, whatever their token says), cut down to what the token's
+    ``access`` claim names (admin only with ``registry:management:*``).
     """
     access = await resolve_access(request, auth)
     if access.claims is not None:
-        subject = access.subject
-        principal = None if subject in RESERVED_IDENTITY_NAMES else await auth.principal_named(subject)
-        if principal is None:
-            raise InvalidToken("the token's subject no longer exists")
-        return principal
+        if access.principal is None:
+            raise InvalidToken("the token names no identity")  # an anonymous token
+        return token_principal(access.principal, access.claims.get("access") or [])
     if access.principal is None or not access.principal.authenticated:
         raise AuthenticationRequired("the management API needs credentials: Basic, or a bearer token")
     return access.principal
