@@ -273,7 +273,7 @@ def test_post_password_grant_and_refresh_token_grant(server: Server, creds: Cred
                    scope=["repository:team/app:push", "repository:other/app:pull"])
     assert r.status_code == 200, describe(r)
     body = r.json()
-    assert body["refresh_token"] == refresh
+    assert body["refresh_token"] != refresh and body["refresh_token"].startswith(auth_secrets.REFRESH_PREFIX)  # rotated
     claims = claims_of(body["access_token"])
     assert claims["sub"] == "writer"
     assert claims["access"] == [{"type": "repository", "name": "team/app", "actions": ["push"]}]

@@ -23,7 +23,7 @@ from typing import Any
 from ..config import Settings
 from ..registry.stores import Stores
 from ..store.generation import Generation
-from ..store.identities import IdentityStore, RobotRecord, ScopeMapRecord, UserRecord, aware
+from ..store.identities import IdentityStore, RefreshUse, RobotRecord, ScopeMapRecord, UserRecord, aware
 from . import secrets
 from .errors import InvalidCredentials, InvalidName, InvalidToken, LoginThrottled
 from .gate import VerifyGate
@@ -226,16 +226,27 @@ class AuthService:
         await self.identities.add_refresh_token(token_id, secrets.token_hash(token), principal.name, expires)
         return RefreshToken(token_id, token, expires)
 
-    async def redeem_refresh_token(self, token: str, client: str) -> Principal:
+    async def redeem_refresh_token(self, token: str, client: str) -> tuple[Principal, RefreshToken]:
+        """The refresh token's owner and the token that replaces it: each refresh token works once.
+
+        Presenting a used one again (a stolen copy, a replay, or a second concurrent use) revokes its
+        whole family, the successor included, so a thief and the rightful client cannot both go on."""
         attempt, _ = await self._reserve_attempt(client, None)  # 256-bit secrets: throttled by client only
-        record = await self.identities.refresh_token(secrets.token_hash(token))
-        if record is None or record.revoked_at is not None or _expired(record.expires_at):
-            raise InvalidToken("refresh token is unknown, expired or revoked")
+        successor = secrets.new_token(secrets.REFRESH_PREFIX)
+        successor_id = pysecrets.token_hex(8)
+        expires = datetime.now(UTC) + timedelta(seconds=self.settings.auth_refresh_ttl_seconds)
+        outcome, record = await self.identities.use_refresh_token(
+            secrets.token_hash(token), successor_id, secrets.token_hash(successor), expires
+        )
+        if outcome is RefreshUse.REUSED and record is not None:
+            await self.audit(record.principal, client, "refresh_token.reuse", record.id, "denied", {"family_revoked": True})
+        if outcome is not RefreshUse.ROTATED or record is None:
+            raise InvalidToken("refresh token is unknown, expired, revoked or already used")
         principal = await self.principal_named(record.principal)
         if principal is None:
             raise InvalidToken("the refresh token's owner no longer exists")
         await self.identities.forget_login_attempt(attempt)
-        return principal
+        return principal, RefreshToken(successor_id, successor, expires)
 
     # ---- management: the /api/v1 operations that take more than one store call --------------------
     # Each one that changes something records who did it, from where, in the audit log; passwords,

@@ -7,6 +7,7 @@ identities in every worker are dropped.
 
 from __future__ import annotations
 
+import enum
 import json
 import secrets
 from collections.abc import AsyncIterator, Callable
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, delete, func, insert, select, text, update
+from sqlalchemy import Select, delete, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -81,6 +82,15 @@ class ScopeMapRecord:
     description: str
     rules: list[dict[str, Any]]
     created_at: datetime
+
+
+class RefreshUse(enum.Enum):
+    """What presenting a refresh token did."""
+
+    ROTATED = "rotated"  # accepted, and replaced by its successor
+    UNKNOWN = "unknown"
+    REVOKED = "revoked"  # revoked or expired
+    REUSED = "reused"  # already used: its family is now revoked
 
 
 @dataclass(frozen=True)
@@ -281,46 +291,75 @@ class IdentityStore(SqlStore):
 
     # ---- refresh tokens ------------------------------------------------------------------------
 
-    async def add_refresh_token(self, token_id: str, token_hash: str, principal: str, expires_at: datetime) -> None:
+    async def add_refresh_token(
+        self, token_id: str, token_hash: str, principal: str, expires_at: datetime, family: str | None = None
+    ) -> None:
+        """A new refresh token; ``family`` is the first token's id for a rotated one (itself for a new login)."""
         async with self._write_quietly() as conn:
             await conn.execute(
                 insert(refresh_tokens).values(
-                    id=token_id, token_hash=token_hash, principal=principal, expires_at=expires_at, created_at=now()
+                    id=token_id, token_hash=token_hash, principal=principal, expires_at=expires_at, created_at=now(),
+                    family=family or token_id,
                 )
             )
+
+    async def use_refresh_token(
+        self, token_hash: str, successor_id: str, successor_hash: str, expires_at: datetime
+    ) -> tuple[RefreshUse, RefreshRecord | None]:
+        """Redeem a refresh token once, replacing it by its successor in the same transaction.
+
+        Marking it used is a conditional update, so of two concurrent uses at most one succeeds
+        (SQLite serializes writers; PostgreSQL re-checks the condition after the row lock). A token
+        presented after it was used is a stolen copy or a replay: the whole family is revoked."""
+        async with self._write_quietly() as conn:
+            row = (await conn.execute(select(refresh_tokens).where(refresh_tokens.c.token_hash == token_hash))).first()
+            if row is None:
+                return RefreshUse.UNKNOWN, None
+            record = _refresh(row)
+            family = row.family or row.id
+            if record.revoked_at is not None or record.expires_at <= now():
+                return RefreshUse.REVOKED, record
+            claimed = await conn.execute(
+                update(refresh_tokens)
+                .where(refresh_tokens.c.id == row.id, refresh_tokens.c.used_at.is_(None), refresh_tokens.c.revoked_at.is_(None))
+                .values(used_at=now())
+            )
+            if claimed.rowcount == 0:
+                await _revoke_family(conn, family)
+                return RefreshUse.REUSED, record
+            await conn.execute(
+                insert(refresh_tokens).values(
+                    id=successor_id, token_hash=successor_hash, principal=row.principal, expires_at=expires_at,
+                    created_at=now(), family=family,
+                )
+            )
+            return RefreshUse.ROTATED, record
 
     async def refresh_token(self, token_hash: str) -> RefreshRecord | None:
         async with self._read() as conn:
             row = (await conn.execute(select(refresh_tokens).where(refresh_tokens.c.token_hash == token_hash))).first()
-        if row is None:
-            return None
-        return RefreshRecord(row.id, row.principal, aware(row.expires_at), aware(row.revoked_at))  # type: ignore[arg-type]
+        return _refresh(row) if row is not None else None
 
     async def refresh_token_by_id(self, token_id: str) -> RefreshRecord | None:
         async with self._read() as conn:
             row = (await conn.execute(select(refresh_tokens).where(refresh_tokens.c.id == token_id))).first()
-        if row is None:
-            return None
-        return RefreshRecord(row.id, row.principal, aware(row.expires_at), aware(row.revoked_at))  # type: ignore[arg-type]
+        return _refresh(row) if row is not None else None
 
     async def list_refresh_tokens(self, principal: str | None = None) -> list[RefreshRecord]:
-        query = select(refresh_tokens).order_by(refresh_tokens.c.created_at)
+        """The refresh tokens not yet used (a used one lives on only as its successor)."""
+        query = select(refresh_tokens).where(refresh_tokens.c.used_at.is_(None)).order_by(refresh_tokens.c.created_at)
         if principal is not None:
             query = query.where(refresh_tokens.c.principal == principal)
         async with self._read() as conn:
-            return [
-                RefreshRecord(r.id, r.principal, aware(r.expires_at), aware(r.revoked_at))  # type: ignore[arg-type]
-                for r in await conn.execute(query)
-            ]
+            return [_refresh(r) for r in await conn.execute(query)]
 
     async def revoke_refresh_token(self, token_id: str) -> bool:
+        """Revoke a refresh token and every token of its rotation family; whether any was live."""
         async with self._write_quietly() as conn:
-            result = await conn.execute(
-                update(refresh_tokens)
-                .where(refresh_tokens.c.id == token_id, refresh_tokens.c.revoked_at.is_(None))
-                .values(revoked_at=now())
-            )
-            return result.rowcount > 0
+            row = (await conn.execute(select(refresh_tokens.c.id, refresh_tokens.c.family).where(refresh_tokens.c.id == token_id))).first()
+            if row is None:
+                return False
+            return await _revoke_family(conn, row.family or row.id) > 0
 
     async def revoke_refresh_tokens(self, principal: str) -> int:
         """Revoke every live refresh token of ``principal`` (after a password change); how many were revoked."""
@@ -432,6 +471,19 @@ class IdentityStore(SqlStore):
         missing = sorted(set(maps) - found)
         if missing:
             raise UnknownScopeMap(f"unknown scope map(s): {', '.join(missing)}")
+
+
+async def _revoke_family(conn: AsyncConnection, family: str) -> int:
+    result = await conn.execute(
+        update(refresh_tokens)
+        .where(or_(refresh_tokens.c.family == family, refresh_tokens.c.id == family), refresh_tokens.c.revoked_at.is_(None))
+        .values(revoked_at=now())
+    )
+    return result.rowcount
+
+
+def _refresh(row: Any) -> RefreshRecord:
+    return RefreshRecord(row.id, row.principal, aware(row.expires_at), aware(row.revoked_at))  # type: ignore[arg-type]
 
 
 async def _revoke_refresh_tokens(conn: AsyncConnection, principal: str) -> int:

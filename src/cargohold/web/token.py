@@ -109,9 +109,9 @@ async def post_token(request: web.Request) -> web.Response:
             token = _field(form, "refresh_token")
             if not token:
                 return _oauth_error("invalid_request", "refresh_token is required", 400)
-            principal = await auth.redeem_refresh_token(token, client)
+            principal, successor = await auth.redeem_refresh_token(token, client)
             body = _issued(auth, principal, scopes)
-            body["refresh_token"] = token
+            body["refresh_token"] = successor.token  # rotated: the one presented is spent
         else:
             return _oauth_error("unsupported_grant_type", "grant_type must be password or refresh_token", 400)
     except RegistryError as exc:
