@@ -93,3 +93,30 @@ def test_two_concurrent_uses_of_one_refresh_token_at_most_one_succeeds(srv: tupl
         # The second use was a reuse: the winner's successor is revoked along with the family.
         for r in winners:
             assert refused(refresh(server, r.json()["refresh_token"]))
+
+
+def test_the_docker_daemons_identity_token_does_not_rotate(srv: tuple[Server, Credentials]) -> None:
+    """`docker login` keeps the identity token in config.json and presents it on every pull, ignoring any
+    refresh_token in the answer: rotating it would revoke the login on the second pull."""
+    server, creds = srv
+    r = requests.post(
+        f"{server.url}/token",
+        data={"grant_type": "password", "username": "dev", "password": creds.passwords["dev"], "access_type": "offline",
+              "client_id": "docker", "service": "cargohold"},
+        timeout=TIMEOUT,
+    )
+    assert r.status_code == 200, describe(r)
+    identity = r.json()["refresh_token"]
+    for _ in range(3):
+        r = requests.post(
+            f"{server.url}/token",
+            data={"grant_type": "refresh_token", "refresh_token": identity, "client_id": "docker", "service": "cargohold"},
+            timeout=TIMEOUT,
+        )
+        assert r.status_code == 200 and r.json()["refresh_token"] == identity, describe(r)
+    # Revoking it still works.
+    record = with_identities(server, lambda store: store.list_refresh_tokens("dev"))
+    ids = [t.id for t in record]
+    for token_id in ids:
+        with_identities(server, lambda store, token_id=token_id: store.revoke_refresh_token(token_id))
+    assert refused(refresh(server, identity))

@@ -38,7 +38,7 @@ async def test_migrations_match_schema(backend: str, tmp_path: Path) -> None:
             assert {"repositories", "blobs", "repository_blobs", "manifests", "manifest_references", "tags"} <= tables
             assert await conn.run_sync(_diff) == []
             version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar_one()
-            assert version == "0005"
+            assert version == "0006"
     finally:
         await engine.dispose()
         if schema:

@@ -39,6 +39,9 @@ NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 # Anonymous access tokens carry ``sub: anonymous``: an identity of that name would inherit them.
 RESERVED_IDENTITY_NAMES = frozenset({ANONYMOUS.name})
+# OAuth client ids whose refresh tokens do not rotate: the docker daemon (moby's registry.AuthClientID)
+# presents the identity token stored by `docker login` on every pull and ignores any refresh_token answered.
+NON_ROTATING_CLIENTS = frozenset({"docker"})
 
 
 @dataclass(frozen=True)
@@ -219,15 +222,19 @@ class AuthService:
         access = grant(principal, scopes)
         return self.tokens.issue(principal.name, access, principal.sid), access
 
-    async def issue_refresh_token(self, principal: Principal) -> RefreshToken:
+    async def issue_refresh_token(self, principal: Principal, client_id: str | None = None) -> RefreshToken:
+        """A refresh token that rotates on use, except for the docker daemon (``client_id=docker``): it
+        keeps the identity token of ``docker login`` in its config file and never stores a successor."""
         token = secrets.new_token(secrets.REFRESH_PREFIX)
         token_id = pysecrets.token_hex(8)
         expires = datetime.now(UTC) + timedelta(seconds=self.settings.auth_refresh_ttl_seconds)
-        await self.identities.add_refresh_token(token_id, secrets.token_hash(token), principal.name, expires)
+        rotates = client_id not in NON_ROTATING_CLIENTS
+        await self.identities.add_refresh_token(token_id, secrets.token_hash(token), principal.name, expires, rotates)
         return RefreshToken(token_id, token, expires)
 
-    async def redeem_refresh_token(self, token: str, client: str) -> tuple[Principal, RefreshToken]:
-        """The refresh token's owner and the token that replaces it: each refresh token works once.
+    async def redeem_refresh_token(self, token: str, client: str) -> tuple[Principal, RefreshToken | None]:
+        """The refresh token's owner and the token that replaces it: each refresh token works once
+        (None in place of a successor: a non-rotating token, which stays valid until revoked).
 
         Presenting a used one again (a stolen copy, a replay, or a second concurrent use) revokes its
         whole family, the successor included, so a thief and the rightful client cannot both go on."""
@@ -240,13 +247,13 @@ class AuthService:
         )
         if outcome is RefreshUse.REUSED and record is not None:
             await self.audit(record.principal, client, "refresh_token.reuse", record.id, "denied", {"family_revoked": True})
-        if outcome is not RefreshUse.ROTATED or record is None:
+        if outcome not in (RefreshUse.ROTATED, RefreshUse.STATIC) or record is None:
             raise InvalidToken("refresh token is unknown, expired, revoked or already used")
         principal = await self.principal_named(record.principal)
         if principal is None:
             raise InvalidToken("the refresh token's owner no longer exists")
         await self.identities.forget_login_attempt(attempt)
-        return principal, RefreshToken(successor_id, successor, expires)
+        return principal, RefreshToken(successor_id, successor, expires) if outcome is RefreshUse.ROTATED else None
 
     # ---- management: the /api/v1 operations that take more than one store call --------------------
     # Each one that changes something records who did it, from where, in the audit log; passwords,

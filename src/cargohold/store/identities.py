@@ -91,6 +91,7 @@ class RefreshUse(enum.Enum):
     UNKNOWN = "unknown"
     REVOKED = "revoked"  # revoked or expired
     REUSED = "reused"  # already used: its family is now revoked
+    STATIC = "static"  # accepted; a token that does not rotate (issued to the docker daemon) stays as it is
 
 
 @dataclass(frozen=True)
@@ -292,14 +293,14 @@ class IdentityStore(SqlStore):
     # ---- refresh tokens ------------------------------------------------------------------------
 
     async def add_refresh_token(
-        self, token_id: str, token_hash: str, principal: str, expires_at: datetime, family: str | None = None
+        self, token_id: str, token_hash: str, principal: str, expires_at: datetime, rotates: bool = True
     ) -> None:
-        """A new refresh token; ``family`` is the first token's id for a rotated one (itself for a new login)."""
+        """A new refresh token, the first of its family; ``rotates=False`` for a client that cannot rotate."""
         async with self._write_quietly() as conn:
             await conn.execute(
                 insert(refresh_tokens).values(
                     id=token_id, token_hash=token_hash, principal=principal, expires_at=expires_at, created_at=now(),
-                    family=family or token_id,
+                    family=token_id, rotates=rotates,
                 )
             )
 
@@ -319,6 +320,8 @@ class IdentityStore(SqlStore):
             family = row.family or row.id
             if record.revoked_at is not None or record.expires_at <= now():
                 return RefreshUse.REVOKED, record
+            if not row.rotates:
+                return RefreshUse.STATIC, record
             claimed = await conn.execute(
                 update(refresh_tokens)
                 .where(refresh_tokens.c.id == row.id, refresh_tokens.c.used_at.is_(None), refresh_tokens.c.revoked_at.is_(None))

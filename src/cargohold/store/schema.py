@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    true,
 )
 
 DIGEST = String(140)  # "sha512:" + 128 hex
@@ -144,6 +145,9 @@ refresh_tokens = Table(
     # token presented again revokes the whole family.
     Column("family", String(32), nullable=True),
     Column("used_at", DateTime(timezone=True), nullable=True),
+    # Revision 0006: false for tokens issued to the docker daemon, which never stores a rotated token
+    # (it presents the identity token from its config file every time): those are reusable until revoked.
+    Column("rotates", Boolean, nullable=False, server_default=true()),
     Index("ix_refresh_tokens_principal", "principal"),
     Index("ix_refresh_tokens_family", "family"),
 )

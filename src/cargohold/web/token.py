@@ -79,7 +79,7 @@ async def get_token(request: web.Request) -> web.Response:
         return _failure(exc, basic_realm=True)
     body = _issued(auth, principal, request.query.getall("scope", []))
     if request.query.get("offline_token") == "true" and principal.authenticated:
-        body["refresh_token"] = (await auth.issue_refresh_token(principal)).token
+        body["refresh_token"] = (await auth.issue_refresh_token(principal, request.query.get("client_id"))).token
     return _json(body)
 
 
@@ -104,14 +104,14 @@ async def post_token(request: web.Request) -> web.Response:
             principal = await auth.authenticate(username, password, client)
             body = _issued(auth, principal, scopes)
             if _field(form, "access_type") == "offline":
-                body["refresh_token"] = (await auth.issue_refresh_token(principal)).token
+                body["refresh_token"] = (await auth.issue_refresh_token(principal, _field(form, "client_id"))).token
         elif grant_type == "refresh_token":
             token = _field(form, "refresh_token")
             if not token:
                 return _oauth_error("invalid_request", "refresh_token is required", 400)
             principal, successor = await auth.redeem_refresh_token(token, client)
             body = _issued(auth, principal, scopes)
-            body["refresh_token"] = successor.token  # rotated: the one presented is spent
+            body["refresh_token"] = successor.token if successor is not None else token  # rotated: the old one is spent
         else:
             return _oauth_error("unsupported_grant_type", "grant_type must be password or refresh_token", 400)
     except RegistryError as exc:
