@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     manifest_max_bytes: int = Field(4 * MiB, ge=1024)
     upload_max_age_seconds: int = Field(24 * 3600, ge=1, description="abandoned upload sessions older than this are purged")
     upload_purge_interval_seconds: int = Field(600, ge=1)
+    body_idle_timeout_seconds: float = Field(
+        60.0, gt=0, description="a client that sends no byte of a request body for this long is cut off (408)"
+    )
     manifest_cache_entries: int = Field(20000, ge=0, description="in-process cache of hot manifests (0 disables)")
     manifest_cache_bytes: int = Field(64 * MiB, ge=0)
     auth: bool = Field(True, description="require credentials; --no-auth is for throwaway local use on loopback only")

@@ -1,5 +1,8 @@
 """Clients that misbehave mid-request: disconnecting mid-body or mid-fill, or stalling mid-body.
 
+The server cuts off a body that stops arriving after ``BODY_IDLE`` seconds (the
+setting ``body_idle_timeout_seconds``, 60 by default) and answers 408.
+
 Raw sockets play the client (no HTTP library would let a request stop half-way
 on purpose); a fault mode in the upstream proxy keeps a cache fill in progress
 long enough for a client to give up in the middle of it. The server runs at
@@ -30,6 +33,7 @@ from upstream_proxy import Seen, UpstreamProxy, oci_error
 TIMEOUT = (5, 30)
 KiB = 1024
 SLOW_PAUSE = 3.0  # how long the slow upstream pauses half-way through a blob
+BODY_IDLE = 2  # body_idle_timeout_seconds of the server under test
 
 
 # ---- a slow upstream: half the blob, a pause, the rest ------------------------------------------
@@ -85,6 +89,7 @@ def server(proxy: UpstreamProxy, tmp_path_factory: pytest.TempPathFactory) -> It
         workers=1,
         CARGOHOLD_AUTH="false",
         CARGOHOLD_LOG_LEVEL="INFO",
+        CARGOHOLD_BODY_IDLE_TIMEOUT_SECONDS=str(BODY_IDLE),
     ).start()
     try:
         r = requests.post(f"{running.url}/api/v1/cache-rules", timeout=TIMEOUT, json={
@@ -180,3 +185,65 @@ def test_client_gone_mid_fill_is_an_info_line(server: Server, upstream: DockerRe
         window.assert_quiet()
     finally:
         proxy.clear_fault()
+
+
+# ---- stalls ---------------------------------------------------------------------------------------
+
+
+def read_answer(sock: socket.socket, timeout: float = 20.0) -> tuple[bytes, bool]:
+    """Everything the server sends until it closes the connection (or ``timeout``); and whether it closed."""
+    sock.settimeout(timeout)
+    received = b""
+    try:
+        while chunk := sock.recv(65536):
+            received += chunk
+    except socket.timeout:
+        return received, False
+    return received, True
+
+
+@pytest.mark.parametrize("where", ["v2-patch", "v2-monolithic", "api-json"])
+def test_a_stalled_body_is_cut_off_with_408(server: Server, where: str) -> None:
+    repo = f"stall/{uuid.uuid4().hex[:8]}"
+    blob_head = {"Content-Type": "application/octet-stream", "Content-Length": str(1024 * KiB)}
+    if where == "v2-patch":
+        path, head, body = session_path(server, repo), blob_head, os.urandom(64 * KiB)
+    elif where == "v2-monolithic":
+        path, head, body = f"/v2/{repo}/blobs/uploads/?digest=sha256:{'2' * 64}", blob_head, os.urandom(64 * KiB)
+    else:
+        path, head, body = "/api/v1/cache-rules", {"Content-Type": "application/json", "Content-Length": "4000"}, b'{"na'
+    window = LogWindow(server)
+    started = time.monotonic()
+    with partial_request(server, "PATCH" if where == "v2-patch" else "POST", path, head, body) as sock:
+        answer, closed = read_answer(sock)
+    waited = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:300]
+    assert closed, "the connection must be closed after the 408"
+    assert waited >= BODY_IDLE * 0.9, waited  # not before the timeout
+    head_part, _, payload = answer.partition(b"\r\n\r\n")
+    if where == "api-json":
+        assert b"application/problem+json" in head_part and b'"code": "REQUEST_TIMEOUT"' in payload, answer
+    else:
+        assert b'"code": "REQUEST_TIMEOUT"' in payload, answer
+    window.wait_for("sent no body bytes for")
+    window.assert_quiet()
+    if where == "v2-patch":
+        # The stalled chunk was cut back off; the session goes on from where it was.
+        r = requests.get(f"{server.url}{path}", timeout=TIMEOUT)
+        assert r.status_code == 204 and r.headers["Range"] == "0-0", (r.status_code, r.headers)
+
+
+def test_a_slow_but_steady_body_is_not_cut_off(server: Server) -> None:
+    """Bytes that keep coming, each gap shorter than the timeout, make a whole upload however long it takes."""
+    repo = f"steady/{uuid.uuid4().hex[:8]}"
+    pieces = [os.urandom(8 * KiB) for _ in range(4)]
+    data = b"".join(pieces)
+    path = f"{session_path(server, repo)}?digest={digest_of(data)}"
+    head = {"Content-Type": "application/octet-stream", "Content-Length": str(len(data))}
+    with partial_request(server, "PUT", path, head, pieces[0]) as sock:
+        for piece in pieces[1:]:
+            time.sleep(BODY_IDLE * 0.6)
+            sock.sendall(piece)
+        sock.settimeout(20)
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 201"), answer[:300]

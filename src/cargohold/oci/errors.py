@@ -125,6 +125,13 @@ class TooManyRequests(RegistryError):
     default_message = "too many requests"
 
 
+class BodyStalled(RegistryError):
+    """The client stopped sending a request body half-way and stayed silent past the idle timeout (408)."""
+
+    code = "REQUEST_TIMEOUT"
+    default_message = "the request body stopped arriving"
+
+
 class StorageFailure(RegistryError):
     """The disk or database failed under a valid request (500): not the client's fault."""
 

@@ -21,6 +21,7 @@ from ..transfer.jobs import ImportJobs
 from ..transfer.sync_service import SyncService
 from . import api, metrics, token
 from .auth import allow_list, v2_auth_middleware
+from .bodies import body_idle_timeout
 from .clients import public_location
 from .disconnects import client_disconnects
 from .errors import API_VERSION_HEADER, error_middleware
@@ -67,7 +68,7 @@ async def _purge_forever(registry: Registry, cache: CacheService, interval: floa
 
 def create_app(settings: Settings) -> web.Application:
     # Only manifest PUTs read a whole body; blob uploads stream and are not bound by this.
-    middlewares = [error_middleware, cache_routing]
+    middlewares = [body_idle_timeout(settings.body_idle_timeout_seconds), error_middleware, cache_routing]
     if settings.allowed_clients:
         middlewares.insert(0, allow_list([ipaddress.ip_network(c, strict=False) for c in settings.allowed_clients]))
     middlewares.insert(0, client_disconnects)  # outermost: a client gone mid-request is an INFO line, not an ERROR
