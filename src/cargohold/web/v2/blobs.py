@@ -122,6 +122,12 @@ async def _stream_fill(
         raise ConnectionResetError("the client went away")
     try:
         await stream.sendfile(request.transport, start, end)
+    except ConnectionError:
+        # os.sendfile writes past the transport, so a client that hung up shows as a broken pipe while
+        # the transport still looks open; close it, so that the client counts as gone (web/disconnects.py).
+        if request.transport is not None:
+            request.transport.abort()
+        raise
     except FillFailed as error:
         log.warning("aborting %s@%s: %s", repo.name, digest, error)
         response.force_close()
