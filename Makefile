@@ -32,6 +32,7 @@ bench: $(VENV)/.test-installed system-deps
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/cache.py
 	$(BIN)/python bench/imports.py
+	$(BIN)/python bench/login_flood.py
 
 fsck: $(VENV)/.installed
 	$(BIN)/cargohold fsck
