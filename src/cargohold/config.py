@@ -35,6 +35,15 @@ class Settings(BaseSettings):
     manifest_max_bytes: int = Field(4 * MiB, ge=1024)
     upload_max_age_seconds: int = Field(24 * 3600, ge=1, description="abandoned upload sessions older than this are purged")
     upload_purge_interval_seconds: int = Field(600, ge=1)
+    upload_empty_max_age_seconds: int = Field(
+        3600, ge=1, description="upload sessions that never received a byte are purged after this long"
+    )
+    upload_sessions_per_repository: int = Field(
+        1000, ge=0, description="open upload sessions one repository may have (0 = no cap); past it 429 TOOMANYREQUESTS"
+    )
+    upload_sessions_per_identity: int = Field(
+        1000, ge=0, description="open upload sessions one user or robot may have (0 = no cap); past it 429 TOOMANYREQUESTS"
+    )
     body_idle_timeout_seconds: float = Field(
         60.0, gt=0, description="a client that sends no byte of a request body for this long is cut off (408)"
     )

@@ -81,7 +81,7 @@ class CachedRepository:
     async def delete_blob(self, digest: str) -> None:
         self._refuse()
 
-    async def start_upload(self) -> UploadState:
+    async def start_upload(self, owner: str | None = None) -> UploadState:
         self._refuse()
 
     def upload_status(self, upload_id: str) -> UploadState:

@@ -132,6 +132,12 @@ class BodyStalled(RegistryError):
     default_message = "the request body stopped arriving"
 
 
+class UploadLimitReached(TooManyRequests):
+    """Starting one more upload session would pass a configured cap (per repository or per identity) (429)."""
+
+    default_message = "too many open upload sessions"
+
+
 class StorageFailure(RegistryError):
     """The disk or database failed under a valid request (500): not the client's fault."""
 

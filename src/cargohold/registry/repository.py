@@ -83,7 +83,9 @@ class Repository(Protocol):
 
     async def referrers(self, subject: str, artifact_type: str | None) -> tuple[bytes, str | None]: ...
 
-    async def start_upload(self) -> UploadState: ...
+    async def start_upload(self, owner: str | None = None) -> UploadState:
+        """A new upload session; ``owner`` is the identity opening it (None without auth), for its cap."""
+        ...
 
     def upload_status(self, upload_id: str) -> UploadState: ...
 
@@ -142,8 +144,9 @@ class LocalRepository:
     async def referrers(self, subject: str, artifact_type: str | None) -> tuple[bytes, str | None]:
         return await self._r.referrers.index(self.name, subject, artifact_type), None
 
-    async def start_upload(self) -> UploadState:
-        return self._r.uploads.start(self.name)
+    async def start_upload(self, owner: str | None = None) -> UploadState:
+        # In a thread: the cap check takes a lock shared with the other workers and scans the sessions.
+        return await asyncio.to_thread(self._r.uploads.start, self.name, owner)
 
     def upload_status(self, upload_id: str) -> UploadState:
         return self._r.uploads.status(self.name, upload_id)

@@ -12,7 +12,7 @@ from ..store.db import create_engine
 from ..store.files import private_data_dir
 from ..store.generation import Generation
 from ..store.metadata import MetadataStore
-from ..store.uploads import UploadStore
+from ..store.uploads import UploadCaps, UploadStore
 
 
 @dataclass
@@ -39,7 +39,9 @@ def open_stores(settings: Settings) -> Stores:
         engine=engine,
         metadata=MetadataStore(engine, on_change=generation.bump),
         blobs=BlobStore(data),
-        uploads=UploadStore(data),
+        uploads=UploadStore(
+            data, UploadCaps(settings.upload_sessions_per_repository, settings.upload_sessions_per_identity)
+        ),
         generation=generation,
     )
 

@@ -22,9 +22,10 @@ class UploadService:
         self._s = stores
         self._ingest = ingest
 
-    def start(self, repository: str) -> UploadState:
+    def start(self, repository: str, owner: str | None = None) -> UploadState:
+        """A client session; ``owner`` (the identity opening it) counts it against the per-identity cap."""
         validate_name(repository)
-        return self._s.uploads.create(repository)
+        return self._s.uploads.create(repository, owner=owner)
 
     def status(self, repository: str, upload_id: str) -> UploadState:
         validate_name(repository)
@@ -62,6 +63,7 @@ class UploadService:
     def purge(self) -> int:
         settings = self._s.settings
         now = time.time()
-        return self._s.uploads.purge(settings.upload_max_age_seconds, now) + self._s.blobs.purge_tmp(
+        removed = self._s.uploads.purge(settings.upload_max_age_seconds, now, settings.upload_empty_max_age_seconds)
+        return removed + self._s.blobs.purge_tmp(
             settings.upload_max_age_seconds, now
         )

@@ -21,7 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..oci.digest import Digest, Hasher, new_hasher
-from ..oci.errors import BlobUploadInvalid, BlobUploadUnknown, DigestInvalid, SizeInvalid, UploadRangeInvalid
+from ..oci.errors import (
+    BlobUploadInvalid,
+    BlobUploadUnknown,
+    DigestInvalid,
+    SizeInvalid,
+    UploadLimitReached,
+    UploadRangeInvalid,
+)
 from .blobs import hash_file
 from .files import fsync_dir, fsync_file
 
@@ -37,6 +44,14 @@ class UploadState:
 
 
 @dataclass(frozen=True, slots=True)
+class UploadCaps:
+    """Open client upload sessions allowed per repository and per identity (0: no cap)."""
+
+    per_repository: int = 0
+    per_identity: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class FinishedUpload:
     """A verified, fsynced file ready to be published under ``digest``."""
 
@@ -46,9 +61,12 @@ class FinishedUpload:
 
 
 class UploadStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, caps: UploadCaps = UploadCaps()) -> None:
         self.root = root / "uploads"
         self.root.mkdir(parents=True, exist_ok=True)
+        self.caps = caps
+        # Outside uploads/, whose every entry is a session: serializes "count, then create" across workers.
+        self._lock_path = root / "locks" / "upload-sessions"
         self._hashers: dict[str, tuple[int, Hasher]] = {}
 
     def _dir(self, upload_id: str) -> Path:
@@ -56,12 +74,57 @@ class UploadStore:
             raise BlobUploadUnknown("upload id is not one this registry issued")
         return self.root / upload_id
 
-    def create(self, repository: str, *, internal: bool = False) -> UploadState:
-        """A new session; ``internal`` ones (a single-request push) have an id no client knows."""
+    def create(self, repository: str, *, internal: bool = False, owner: str | None = None) -> UploadState:
+        """A new session; ``internal`` ones (a single-request push) have an id no client knows.
+
+        A client session (not ``internal``) counts against the caps for its repository and for its
+        ``owner`` (the identity that opened it; None when auth is off). The count and the creation
+        happen under one ``flock`` shared by all workers, so parallel POSTs cannot overshoot a cap.
+        """
+        if internal or not (self.caps.per_repository or (owner is not None and self.caps.per_identity)):
+            return self._create(repository, internal, owner)
+        self._lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._check_caps(repository, owner)
+            return self._create(repository, internal, owner)
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _check_caps(self, repository: str, owner: str | None) -> None:
+        in_repository = by_owner = 0
+        for entry in self.root.iterdir():
+            try:
+                if (entry / "internal").exists():
+                    continue
+                if (entry / "repository").read_text() == repository:
+                    in_repository += 1
+                if owner is not None and (entry / "owner").read_text() == owner:
+                    by_owner += 1
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # being removed, or a session of an older version without an owner
+        caps = self.caps
+        if caps.per_repository and in_repository >= caps.per_repository:
+            raise UploadLimitReached(
+                f"repository {repository} already has {in_repository} open upload sessions, the cap "
+                f"(upload_sessions_per_repository = {caps.per_repository}); finish or cancel some first",
+                detail={"cap": "upload_sessions_per_repository", "limit": caps.per_repository},
+            )
+        if owner is not None and caps.per_identity and by_owner >= caps.per_identity:
+            raise UploadLimitReached(
+                f"{owner} already has {by_owner} open upload sessions, the cap "
+                f"(upload_sessions_per_identity = {caps.per_identity}); finish or cancel some first",
+                detail={"cap": "upload_sessions_per_identity", "limit": caps.per_identity},
+            )
+
+    def _create(self, repository: str, internal: bool, owner: str | None) -> UploadState:
         upload_id = uuid.uuid4().hex
         path = self.root / upload_id
         path.mkdir()
         (path / "repository").write_text(repository)
+        if owner is not None:
+            (path / "owner").write_text(owner)
         (path / "data").touch()
         if internal:
             (path / "internal").touch()
@@ -150,16 +213,24 @@ class UploadStore:
         self.state(repository, upload_id)
         self.discard(upload_id)
 
-    def purge(self, max_age_seconds: float, now: float | None = None) -> int:
-        """Remove sessions untouched for ``max_age_seconds``; activity is the data file's mtime."""
+    def purge(self, max_age_seconds: float, now: float | None = None, empty_max_age_seconds: float | None = None) -> int:
+        """Remove sessions untouched for ``max_age_seconds``, and sessions that never received a byte
+        after ``empty_max_age_seconds`` (opened and forgotten: they only hold a place under the caps);
+        activity is the data file's mtime."""
         now = time.time() if now is None else now
         removed = 0
         for entry in self.root.iterdir():
+            empty = False
             try:
-                mtime = max((entry / "data").stat().st_mtime, (entry / "repository").stat().st_mtime)
+                data = (entry / "data").stat()
+                mtime = max(data.st_mtime, (entry / "repository").stat().st_mtime)
+                empty = data.st_size == 0
             except (FileNotFoundError, NotADirectoryError):
                 mtime = entry.stat().st_mtime if entry.exists() else now
-            if now - mtime > max_age_seconds:
+            limit = max_age_seconds
+            if empty and empty_max_age_seconds is not None:
+                limit = min(limit, empty_max_age_seconds)
+            if now - mtime > limit:
                 self._hashers.pop(entry.name, None)
                 shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
                 removed += 1

@@ -38,6 +38,7 @@ STATUS: dict[type[e.RegistryError], int] = {
     e.RangeNotSatisfiable: 416,
     e.PaginationNumberInvalid: 400,
     e.TooManyRequests: 429,
+    e.UploadLimitReached: 429,
     e.BodyStalled: 408,
     e.StorageFailure: 500,
     e.UpstreamFailed: 502,

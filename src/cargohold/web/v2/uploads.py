@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ...oci.errors import DigestInvalid
-from .common import body_stream, content_length, content_range, repository, upload_range
+from .common import access, body_stream, content_length, content_range, repository, upload_range
 
 
 def _session_headers(repository: str, upload_id: str, size: int) -> dict[str, str]:
@@ -36,7 +36,8 @@ async def start_upload(request: web.Request) -> web.Response:
     if digest:
         await repo.push_blob(digest, body_stream(request), content_length(request))
         return _created(repo.name, digest)
-    state = await repo.start_upload()
+    caller = access(request)
+    state = await repo.start_upload(caller.subject if caller.authenticated else None)
     return web.Response(status=202, headers=_session_headers(repo.name, state.id, 0))
 
 
