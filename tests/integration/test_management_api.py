@@ -50,6 +50,7 @@ CONTRACT = {
     "/api/v1/imports": {"get", "post"},
     "/api/v1/imports/{id}": {"get"},
     "/api/v1/provenance": {"get"},
+    "/api/v1/repositories": {"delete"},
     "/api/v1/repositories/tags": {"get"},
     "/api/v1/sync-rules": {"get", "post"},
     "/api/v1/sync-rules/{name}": {"get", "patch", "delete"},

@@ -247,6 +247,9 @@ class ApiClient:
     def delete_scope_map(self, name: str) -> None:
         self.request("DELETE", f"/api/v1/scope-maps/{quote(name)}")
 
+    def delete_repository(self, name: str) -> dict[str, Any]:
+        return self.request("DELETE", "/api/v1/repositories", query={"repository": name})
+
     def audit(
         self, limit: int | None = None, before: int | None = None, actor: str | None = None, action: str | None = None
     ) -> dict[str, Any]:

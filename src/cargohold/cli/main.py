@@ -11,7 +11,7 @@ from rich.console import Console
 
 from .. import __version__
 from ..config import Settings, load_settings
-from . import access, cache, cache_ops, client_config, rewrite
+from . import access, cache, cache_ops, client_config, content, rewrite
 from . import transfer as transfer_cli
 from . import sync as sync_cli
 from . import repository as repository_cli
@@ -113,3 +113,4 @@ client_config.register(app)
 transfer_cli.register(app)
 sync_cli.register(app)
 repository_cli.register(app)
+content.register(app)

@@ -211,3 +211,11 @@ class RegistryClient:
             if response.status != 201:
                 raise self._fail(response, f"push manifest {name}:{reference}")
             return response.headers.get("Docker-Content-Digest", "")
+
+    # ---- deletes ---------------------------------------------------------------------------------
+
+    def delete_manifest(self, name: str, reference: str) -> None:
+        """DELETE a tag (only the tag) or a digest (the manifest and every tag on it); ``ApiError`` if refused."""
+        with self.open("DELETE", self._url(name, "manifests", reference)) as response:
+            if response.status not in (200, 202, 204):
+                raise self._fail(response, f"delete {name}{'@' if ':' in reference else ':'}{reference}")

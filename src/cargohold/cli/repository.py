@@ -13,6 +13,7 @@ messages on stderr; exit 1 the server refused, 2 bad usage or unreachable.
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated, Any
 
 import typer
@@ -25,6 +26,7 @@ from .access import (
     _table,
     _typer,
     err,
+    fail,
     print_json,
     session,
     stdout,
@@ -35,7 +37,7 @@ from .client import DEFAULT_REGISTRY
 TAGS = "/api/v1/repositories/tags"
 MAX_TAGS = 200  # tags per `show` by default (the server allows 1000 at most)
 
-app = _typer("Look at repositories: their tags, digests and where imported tags came from.")
+app = _typer("Look at repositories (their tags, digests and where imported tags came from), or delete one.")
 
 
 def _provenance(record: dict[str, Any] | None, digest: str | None) -> dict[str, str]:
@@ -107,6 +109,31 @@ def list_repositories(
     out = stdout()
     for repo in names:
         out.print(escape(repo), soft_wrap=True, highlight=False)
+
+
+@app.command("delete")
+def delete(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="a repository, e.g. team/app")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
+    registry: RegistryOpt = DEFAULT_REGISTRY,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Delete a repository with all its tags and manifests (asks first, unless --yes).
+
+    Needs content/delete on it; a cache namespace is refused (see `cargohold cache evict`).
+    """
+    if not yes:
+        if not sys.stdin.isatty():
+            raise fail(f"not deleting repository {name!r} without confirmation: add --yes", 2)
+        typer.confirm(f"Delete repository {name!r} with all its tags and manifests?", abort=True)
+    with session(registry) as client:
+        removed = client.delete_repository(name)
+    removed = removed if isinstance(removed, dict) else {}
+    if output is Output.json:
+        print_json(removed)
+        return
+    err.print(f"Deleted repository [bold]{escape(name)}[/bold] "
+              f"({removed.get('tags', 0)} tag(s), {removed.get('manifests', 0)} manifest(s)).")
 
 
 def register(root: typer.Typer) -> None:

@@ -8,6 +8,7 @@ from .ingest import BlobIngest
 from .listing import ListingService
 from .manifests import ManifestService
 from .referrers import ReferrerService
+from .repositories import RepositoryService
 from .stores import Stores, open_stores
 from .uploads import UploadService
 
@@ -21,6 +22,7 @@ class Registry:
         self.manifests = ManifestService(stores)
         self.listing = ListingService(stores)
         self.referrers = ReferrerService(stores)
+        self.repositories = RepositoryService(stores)
 
     @classmethod
     def open(cls, settings: Settings) -> "Registry":

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, select
+from sqlalchemy import and_, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..oci.errors import ManifestBlobUnknown
 from .db import SqlStore
-from .schema import blobs, manifest_references, manifests, repositories, repository_blobs, tags
+from .schema import blobs, manifest_references, manifests, provenance, repositories, repository_blobs, tags
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +29,15 @@ class ManifestRecord:
     artifact_type: str | None = None
     annotations: dict[str, str] | None = None
     subject: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RemovedRepository:
+    """What deleting a repository took with it (for the answer and the audit entry)."""
+
+    name: str
+    tags: int
+    manifests: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +110,28 @@ class MetadataStore(SqlStore):
             query = query.limit(n)
         async with self._read() as conn:
             return list((await conn.execute(query)).scalars())
+
+    async def delete_repository(self, name: str) -> RemovedRepository | None:
+        """The repository, its tags, manifests, blob links and provenance, in one transaction; None if unknown.
+
+        The blobs' bytes stay in the blob store: other repositories may link the same digests.
+        """
+        async with self._write() as conn:
+            repo_id = await self._repository_id(conn, name)
+            if repo_id is None:
+                return None
+            tag_count = (await conn.execute(select(func.count()).where(tags.c.repository_id == repo_id))).scalar_one()
+            manifest_count = (
+                await conn.execute(select(func.count()).where(manifests.c.repository_id == repo_id))
+            ).scalar_one()
+            # Children first, explicitly: the cascade is declared, but not every backend enforces it the same way.
+            await conn.execute(delete(tags).where(tags.c.repository_id == repo_id))
+            await conn.execute(delete(manifest_references).where(manifest_references.c.repository_id == repo_id))
+            await conn.execute(delete(manifests).where(manifests.c.repository_id == repo_id))
+            await conn.execute(delete(repository_blobs).where(repository_blobs.c.repository_id == repo_id))
+            await conn.execute(delete(provenance).where(provenance.c.repository == name))
+            await conn.execute(delete(repositories).where(repositories.c.id == repo_id))
+        return RemovedRepository(name, tag_count, manifest_count)
 
     # ---- blobs ------------------------------------------------------------------------------
 

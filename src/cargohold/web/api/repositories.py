@@ -1,4 +1,4 @@
-"""``/api/v1/repositories/tags``: a repository's local tags, each with its digest and current provenance.
+"""``/api/v1/repositories``: delete a repository; ``/api/v1/repositories/tags``: its local tags and provenance.
 
 What ``cargohold repository show`` prints, in one request. The answer comes
 from the local store only — no cache routing, no upstream request, no manifest
@@ -6,6 +6,12 @@ bytes read — so on a cache namespace it lists what was pulled (or imported),
 not what the upstream has (``/v2/NAME/tags/list`` answers that). The
 repository is a query parameter because repository names contain slashes.
 Reading needs ``content/read`` or ``metadata/read`` on the repository.
+
+Deleting (``cargohold repository delete``) needs ``content/delete`` on the
+repository, the right that deletes its manifests one by one over ``/v2``, and
+is audited. A cache namespace is refused: its content is the upstream's,
+evicted with ``cargohold cache evict``, and a deleted copy would simply be
+pulled again.
 """
 
 from __future__ import annotations
@@ -13,10 +19,10 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import Field
 
-from ...auth.scopes import METADATA, READ
+from ...auth.scopes import DELETE, METADATA, READ
 from ...oci.errors import NameUnknown
 from ...oci.names import NAME_PATTERN
-from ..keys import IMPORTS
+from ..keys import CACHE, IMPORTS, REGISTRY
 from .common import ApiError, Call, Operation, OutModel, QueryModel, render
 from .provenance import Provenance
 from .provenance import _view as provenance_view
@@ -27,6 +33,16 @@ MAX_TAGS = 1000
 class TagsQuery(QueryModel):
     repository: str = Field(pattern=f"^{NAME_PATTERN}$", max_length=255, description="a local repository, e.g. library/alpine")
     limit: int = Field(200, ge=1, le=MAX_TAGS, description="tags at most, in tag order")
+
+
+class RepositoryQuery(QueryModel):
+    repository: str = Field(pattern=f"^{NAME_PATTERN}$", max_length=255, description="a local repository, e.g. team/app")
+
+
+class DeletedRepository(OutModel):
+    repository: str
+    tags: int = Field(description="tags deleted with it")
+    manifests: int = Field(description="manifests deleted with it (their blobs stay in the store, shared by digest)")
 
 
 class LocalTag(OutModel):
@@ -59,7 +75,36 @@ async def list_tags(call: Call) -> web.Response:
     ))
 
 
+async def delete_repository(call: Call) -> web.Response:
+    name = call.query.repository
+    if not call.caller.may(name, DELETE):
+        await call.audit("repository.delete", name, "denied")
+        raise ApiError(403, "Forbidden", f"{call.actor} may not delete {name}", "DENIED")
+    route = await call.request.app[CACHE].route(name)
+    if route is not None:
+        raise ApiError(
+            409, "Conflict",
+            f"{name} is in a cache namespace (cache rule {route.rule.name!r}): its content is the upstream's; "
+            "use `cargohold cache evict` to drop cached copies",
+            "CACHE_NAMESPACE",
+        )
+    try:
+        removed = await call.request.app[REGISTRY].repositories.delete(name)
+    except NameUnknown:
+        raise ApiError(404, "Not found", f"no repository {name!r}", "NOT_FOUND") from None
+    await call.audit("repository.delete", name, "ok", {"tags": removed.tags, "manifests": removed.manifests})
+    return render(DeletedRepository(repository=name, tags=removed.tags, manifests=removed.manifests))
+
+
 OPERATIONS = [
+    Operation(
+        "DELETE", "/repositories", delete_repository, "deleteRepository",
+        "Delete a repository with its tags, manifests and blob links", "repositories",
+        query=RepositoryQuery, response=DeletedRepository, access="authenticated", conflict="a cache namespace",
+        description="Needs content/delete on the repository; audited as repository.delete. The repository is a query "
+        "parameter because names contain slashes. 404 for a repository the store does not hold; 409 "
+        "(CACHE_NAMESPACE) for a repository a cache rule serves.",
+    ),
     Operation(
         "GET", "/repositories/tags", list_tags, "listRepositoryTags",
         "A repository's local tags with their digests and current provenance (no upstream request)", "imports",
