@@ -11,11 +11,12 @@ from rich.console import Console
 
 from .. import __version__
 from ..config import Settings, load_settings
-from . import access, cache, cache_ops, client_config, content, rewrite
+from . import access, cache, cache_ops, client_config, content, help, rewrite
 from . import transfer as transfer_cli
 from . import sync as sync_cli
 from . import repository as repository_cli
 
+help.install()
 app = typer.Typer(help="cargohold: a self-hosted OCI registry that keeps your own copies of public content.",
                   no_args_is_help=True, add_completion=False,
                   # Never print local variables in a traceback: they may hold passwords and tokens.
