@@ -439,24 +439,25 @@ def test_cli_import_and_status(server: Server, upstream: DockerRegistry, proxy: 
     assert job["state"] == "succeeded" and job["source_digest"] == digest
     assert local_manifest(server, target, "3").content == body
     assert "Imported" in done.stderr and job["blobs_total"] == job["blobs_done"] == 2
-    # `import status ID` as the issue writes it, and `import-status ID`, its other spelling.
-    for words in (("import", "status"), ("import-status",)):
-        status = cli(*words, job["id"])
-        assert status.returncode == 0 and digest in status.stdout and "succeeded" in status.stdout, (words, status.stdout, status.stderr)
-    as_json = cli("import", "status", job["id"], "--output", "json")
+    status = cli("import-status", job["id"])
+    assert status.returncode == 0 and digest in status.stdout and "succeeded" in status.stdout, (status.stdout, status.stderr)
+    as_json = cli("import-status", job["id"], "--output", "json")
     assert as_json.returncode == 0 and json.loads(as_json.stdout)["id"] == job["id"], as_json.stderr
-    no_id = cli("import", "status")
-    assert no_id.returncode == 2 and "needs the job ID" in " ".join(no_id.stderr.split()), no_id.stderr
-    extra = cli("import", "status", job["id"], "--force")
+    # No second spelling: `import status ID` is not a job query (nor an import of docker.io/library/status).
+    overload = cli("import", "status", job["id"])
+    assert overload.returncode == 2, (overload.stdout, overload.stderr)
+    bare = cli("import", "status")
+    assert bare.returncode == 2 and "import-status ID" in " ".join(bare.stderr.split()), bare.stderr
+    extra = cli("import-status", job["id"], "--force")
     assert extra.returncode == 2, extra.stderr
-    unknown = cli("import", "status", "0" * 32)
+    unknown = cli("import-status", "0" * 32)
     assert unknown.returncode == 1 and "no import" in unknown.stderr, unknown.stderr
 
     refused = cli("import", f"{proxy.host}/{unique('none')}:1", "--image", f"{target}:3", "--insecure")
     assert refused.returncode == 1, (refused.stdout, refused.stderr)
     assert "error:" in refused.stderr and "MANIFEST_UNKNOWN" in " ".join(refused.stderr.split()), refused.stderr
     assert "SOURCE_NOT_FOUND" in refused.stderr, refused.stderr
-    # A failed import prints the job like `import status ID` does, then exits 1.
+    # A failed import prints the job like `import-status ID` does, then exits 1.
     refused = cli("import", f"{proxy.host}/{unique('none')}:1", "--image", f"{target}:3", "--insecure", "--output", "json")
     assert refused.returncode == 1 and "SOURCE_NOT_FOUND" in refused.stderr, (refused.stdout, refused.stderr)
     failed_job = json.loads(refused.stdout)
@@ -466,9 +467,9 @@ def test_cli_import_and_status(server: Server, upstream: DockerRegistry, proxy: 
     started = cli("import", f"{proxy.host}/{src}:3", "--image", f"{unique('imp')}:3", "--insecure", "--no-wait", "--output", "json")
     assert started.returncode == 0, started.stderr
     queued = json.loads(started.stdout)
-    assert queued["state"] == "running" and f"cargohold import status {queued['id']}" in started.stderr
+    assert queued["state"] == "running" and f"cargohold import-status {queued['id']}" in started.stderr
     wait_done(server, queued["id"])
-    assert cli("import", "status", queued["id"]).returncode == 0
+    assert cli("import-status", queued["id"]).returncode == 0
 
 
 def test_cli_follows_a_slow_import_and_fails_when_the_source_dies(

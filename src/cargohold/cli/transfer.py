@@ -1,4 +1,4 @@
-"""Server-side import: ``cargohold import SOURCE`` and ``cargohold import status ID``.
+"""Server-side import: ``cargohold import SOURCE`` and ``cargohold import-status ID``.
 
 The server does the copying (``POST /api/v1/imports``); the CLI only asks and
 reports. It starts the import as a job (``wait: false``) and polls
@@ -6,9 +6,9 @@ reports. It starts the import as a job (``wait: false``) and polls
 prints the job id at once. Conventions as in ``access.py``: results on stdout
 (or the API's JSON with ``--output json``), messages on stderr. Exit codes: 0
 done; 1 the server refused, or the import failed (the job is printed on stdout
-as by ``import status ID``, its error on stderr); 2 bad usage or the server
+as by ``import-status ID``, its error on stderr); 2 bad usage or the server
 could not be reached; 130 Ctrl-C while following (the import goes on on the
-server; ``import status ID`` shows it).
+server; ``import-status ID`` shows it).
 
 ``import`` takes a positional SOURCE, so ``status`` cannot be a real typer
 subcommand; instead SOURCE ``status`` followed by an ID asks for a job
@@ -52,7 +52,7 @@ from .client import DEFAULT_REGISTRY, quote
 
 IMPORTS = "/api/v1/imports"
 POLL_EVERY = 0.5  # seconds between status requests while an import runs (the server writes progress once a second)
-STATUS_WORD = "status"  # `cargohold import status ID`
+STATUS_WORD = "status"  # a bare `status` is taken for `import-status`, never imported as docker.io/library/status
 
 
 def _rows(job: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -91,9 +91,7 @@ def _show(job: Any, output: Output) -> None:
 
 def import_image(
     source: Annotated[str, typer.Argument(help="any registry reference: docker.io/library/alpine:3.20, host:5000/app:1, …@sha256:…; "
-                                          "or oci-layout:DIR[:REF] to push an OCI layout from this machine; "
-                                          "or `status ID` to show an import job")] = "",
-    job_id: Annotated[str | None, typer.Argument(metavar="[ID]", help="with SOURCE `status`: the job id to show")] = None,
+                                          "or oci-layout:DIR[:REF] to push an OCI layout from this machine")] = "",
     image: Annotated[list[str] | None, typer.Option(
         "--image", "-i", help="local target REPOSITORY or REPOSITORY:TAG (repeat for several); default: the source's path and tag")] = None,
     credential_set: Annotated[str | None, typer.Option(
@@ -105,7 +103,7 @@ def import_image(
     platform: Annotated[list[str] | None, typer.Option(
         "--platform", help="only this os/arch or os/arch/variant of an index (repeat for several); default: all")] = None,
     no_wait: Annotated[bool, typer.Option(
-        "--no-wait", help="print the job id at once instead of following the import; see `cargohold import status ID`")] = False,
+        "--no-wait", help="print the job id at once instead of following the import; see `cargohold import-status ID`")] = False,
     from_layout: Annotated[Path | None, typer.Option(
         "--from-layout", help="push this OCI image layout directory (client-side; same as SOURCE oci-layout:DIR)")] = None,
     registry: RegistryOpt = DEFAULT_REGISTRY,
@@ -115,18 +113,12 @@ def import_image(
 
     The CLI follows the import with a progress bar; if it fails, the job is printed and the exit code is 1.
     Ctrl-C stops following (exit 130), not the import. --no-wait prints the job id instead.
-    `cargohold import status ID` shows a job (state, bytes and blobs done, the error if it failed).
+    `cargohold import-status ID` shows a job (state, bytes and blobs done, the error if it failed).
     With oci-layout:DIR (or --from-layout DIR) the CLI itself reads the layout and pushes it over /v2.
     """
-    if source == STATUS_WORD and job_id is not None:
-        if image or credential_set or username or password_stdin or insecure or force or platform or no_wait or from_layout:
-            raise fail("`import status ID` takes only --registry and --output", 2)
-        import_status(job_id, registry, output)
-        return
-    if job_id is not None:
-        raise fail("give one SOURCE (or `status ID`)", 2)
     if source == STATUS_WORD:
-        raise fail("`import status` needs the job ID (to import an image named status: docker.io/library/status)", 2)
+        raise fail("a job is shown by `cargohold import-status ID` (to import an image named status: "
+                   "docker.io/library/status)", 2)
     if from_layout is not None or source.startswith("oci-layout:"):
         if from_layout is not None and source:
             raise fail("give SOURCE or --from-layout, not both", 2)
@@ -154,11 +146,11 @@ def import_image(
         job = client.request("POST", IMPORTS, body)
         job_id = job.get("id", "") if isinstance(job, dict) else ""
         if no_wait:
-            err.print(f"Import started; follow it with `cargohold import status {job_id}`.")
+            err.print(f"Import started; follow it with `cargohold import-status {job_id}`.")
             _show(job, output)
             return
         job = _follow(client, job, source)
-    if job.get("state") != "succeeded":  # like `import status ID`: the job on stdout, then exit 1
+    if job.get("state") != "succeeded":  # like `import-status ID`: the job on stdout, then exit 1
         _show(job, output)
         code = f" ({job['error_code']})" if job.get("error_code") else ""
         raise fail(f"import {job_id} failed{code}: {job.get('error') or 'no reason given'}")
@@ -186,7 +178,7 @@ def _follow(client: Any, job: dict[str, Any], source: str) -> dict[str, Any]:
                 job = client.get(f"{IMPORTS}/{quote(job_id)}")
             _draw(bar, task, job)
     except KeyboardInterrupt:
-        err.print(f"Stopped following; the import goes on on the server: `cargohold import status {job_id}`.")
+        err.print(f"Stopped following; the import goes on on the server: `cargohold import-status {job_id}`.")
         raise typer.Exit(130) from None
     return job
 
@@ -259,7 +251,7 @@ def import_status(
     registry: RegistryOpt = DEFAULT_REGISTRY,
     output: OutputOpt = Output.table,
 ) -> None:
-    """Show an import job: state, bytes and blobs done, the error if it failed (exit 1 then). Same as `import status ID`."""
+    """Show an import job: state, bytes and blobs done, the error if it failed (exit 1 then)."""
     with session(registry) as client:
         job = client.get(f"{IMPORTS}/{quote(job_id)}")
     _show(job, output)
@@ -268,7 +260,7 @@ def import_status(
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``cargohold import`` (with ``import status ID``), ``import-status`` and ``export`` to the top-level app."""
+    """Add ``cargohold import``, ``import-status`` and ``export`` to the top-level app."""
     app.command("import")(import_image)
     app.command("import-status")(import_status)
     app.command("export")(export_images)
