@@ -251,6 +251,22 @@ def test_audit(cli: Cli) -> None:
     assert "scope_map.create" in table and name in table
 
 
+def test_audit_table_fits_100_columns_and_json_has_everything(cli: Cli, registry: Server) -> None:
+    cli.login_admin()
+    repo = f"team/{unique('a-rather-long-repository-name-for-the-audit-table')}"
+    digest = push_image(registry, repo, "1.0")
+    cli.ok("image", "delete", f"{repo}@{digest}")
+    for env in ({}, {"COLUMNS": "250"}):  # piped (lines kept whole) and a wide terminal
+        result = cli.ok("audit", "--limit", "20", env=env)
+        lines = result.stdout.splitlines()
+        assert max(len(line) for line in lines) <= 100, "\n".join(lines)
+        assert any("manifest.delete" in line and digest[7:19] in line for line in lines), result.stdout
+        assert digest not in result.stdout  # shortened in the table
+        assert "--output json" in result.stderr
+    events = cli.json("audit", "--action", "manifest.delete", "--limit", "5")["events"]  # type: ignore[index]
+    assert any(e["target"] == f"{repo}@{digest}" and e["client"] for e in events)
+
+
 # ---- failures -----------------------------------------------------------------------------------------------
 
 

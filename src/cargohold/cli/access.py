@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -58,6 +59,23 @@ err = Console(stderr=True, soft_wrap=True)  # one message, one line: greppable i
 # Fields that hold secrets: dropped from anything list/show/update print, whatever the server sends.
 SECRET_FIELDS = frozenset({"password", "password_hash", "token", "token_hash", "secret"})
 AUDIT_PAGE = 1000  # the API's largest page of audit events
+AUDIT_WIDTH = 100  # the audit table's widest line
+_DIGEST = re.compile(r"\b(sha256|sha512):([0-9a-f]{12})[0-9a-f]+")
+
+
+def fit(text: str, width: int) -> str:
+    """``text`` in ``width`` characters, cut with "…"; a ``name@digest`` keeps its digest and loses the name's end."""
+    if len(text) <= width:
+        return text
+    name, at, digest = text.rpartition("@")
+    if at and name and len(digest) + 2 < width:
+        return name[: width - len(digest) - 2] + "…@" + digest
+    return text[: width - 1] + "…"
+
+
+def short_digests(text: str) -> str:
+    """``repo@sha256:<64 hex>`` → ``repo@sha256:<12 hex>…``: enough to tell images apart in a table."""
+    return _DIGEST.sub(lambda m: f"{m.group(1)}:{m.group(2)}…", text)
 
 
 class Output(str, Enum):
@@ -588,23 +606,31 @@ def audit(
     if output is Output.json:
         print_json({"events": events, "next": cursor if len(events) >= limit else None})
         return
-    table = _table("ID", "AT", "ACTOR", "CLIENT", "ACTION", "TARGET", "OUTCOME", "DETAIL")
-    for event in events:
-        outcome = str(event.get("outcome", ""))
-        detail = event.get("detail")
-        table.add_row(
-            str(event.get("id", "")),
-            when(event.get("at")),
-            str(event.get("actor", "")),
-            str(event.get("client", "")),
-            str(event.get("action", "")),
-            str(event.get("target", "")),
-            Text(outcome, style="green" if outcome == "ok" else "red"),
-            json.dumps(detail, separators=(",", ":"), sort_keys=True) if detail else "",
-        )
-    stdout().print(table)
+    # One line per event within AUDIT_WIDTH columns: digests shortened, long cells cut with "…", the target
+    # (last) gets what is left; the client address, the detail and every full value are in --output json.
+    rows = [
+        (str(e.get("id", "")), when(e.get("at")).removesuffix(" UTC"), str(e.get("actor", "")), str(e.get("action", "")),
+         str(e.get("outcome", "")), short_digests(str(e.get("target", ""))))
+        for e in events
+    ]
+    header = ("ID", "AT (UTC)", "ACTOR", "ACTION", "OUTCOME", "TARGET")
+    caps = (8, 19, 14, 20, 7)
+    widths = [min(cap, max(len(h), *(len(r[i]) for r in rows))) for i, (h, cap) in enumerate(zip(header, caps))]
+    widths.append(max(len(header[-1]), AUDIT_WIDTH - sum(widths) - 2 * len(widths)))
+    out = stdout()
+    for index, cells in enumerate([header, *rows]):
+        line = Text(no_wrap=True, overflow="ellipsis")
+        for i, (cell, width) in enumerate(zip(cells, widths)):
+            cut = fit(cell, width)
+            style = "bold" if index == 0 else ("green" if cell == "ok" else "red") if i == 4 else ""
+            line.append(cut if i == len(widths) - 1 else cut.ljust(width), style=style)
+            if i < len(widths) - 1:
+                line.append("  ")
+        out.print(line, soft_wrap=True, highlight=False)
     if cursor is not None and len(events) >= limit:
         err.print(f"more events: --before {cursor}")
+    if any(event.get("detail") or _DIGEST.search(str(event.get("target", ""))) for event in events):
+        err.print("times are UTC; details and full digests: --output json")
 
 
 def register(app: typer.Typer) -> None:
