@@ -164,7 +164,7 @@ async def v2_auth_middleware(request: web.Request, handler: Handler) -> web.Stre
     request["access"] = access
     if repository and action:
         if not access.may(repository, action) and not (action == METADATA and access.may(repository, READ)):
-            return await _refuse(request, settings, access, auth, repository, action, scope)
+            return _refuse(request, settings, access, repository, action, scope)
         source = _mount_source(request)
         if source is not None and access.claims is not None and not access.may(source, READ):
             # The mount would be refused only because the token lacks pull on the source: if its holder
@@ -195,8 +195,8 @@ def _mount_source(request: web.Request) -> str | None:
     return source
 
 
-async def _refuse(
-    request: web.Request, settings: Settings, access: Access, auth: AuthService, repository: str, action: str, scope: str | None
+def _refuse(
+    request: web.Request, settings: Settings, access: Access, repository: str, action: str, scope: str | None
 ) -> web.Response:
     if not access.authenticated:
         return _unauthorized(request, settings, AuthenticationRequired(), scope, None)
