@@ -1,10 +1,11 @@
-# cargohold: `make run` starts the registry, `make test` passes the tests, `make bench` measures.
+# cargohold: `make run` starts the registry, `make check` is the fast test loop (unit + SQLite integration),
+# `make test` passes the whole suite (SQLite and PostgreSQL), `make bench` measures.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test bench fsck clean system-deps
+.PHONY: run check test bench fsck clean system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +24,10 @@ system-deps:
 
 run: $(VENV)/.installed
 	$(BIN)/cargohold serve
+
+# Everything that needs no PostgreSQL: the unit tests and the integration tests on SQLite.
+check: $(VENV)/.test-installed system-deps
+	$(BIN)/python -m pytest -q -p no:cacheprovider -k "not postgres" $(PYTEST_ARGS)
 
 test: $(VENV)/.test-installed system-deps
 	url=$$(CARGOHOLD_PYTHON=$(BIN)/python scripts/ensure-services.sh) && \

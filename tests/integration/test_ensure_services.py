@@ -16,6 +16,8 @@ import requests
 
 from servers import Server, free_port
 
+pytestmark = pytest.mark.postgres  # it starts PostgreSQL clusters: not part of `make check`
+
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "ensure-services.sh"
 
 
