@@ -9,17 +9,15 @@ from pathlib import Path
 
 import pytest
 import typer
-from cli_stub import StubApi
 
 from cargohold.cache.rules import CacheRule, RuleSet
-from cargohold.cli.client import ApiClient, Credentials
 from cargohold.cli.client_config import (
     containerd_hosts,
     docker_daemon,
     endpoint,
     podman_registries,
 )
-from cargohold.cli.rewrite import addresses, fetch_sync_rules, unified_diff
+from cargohold.cli.rewrite import addresses, unified_diff
 from cargohold.oci.reference import Reference
 from cargohold.transfer.rewrite import (
     PinError,
@@ -471,18 +469,6 @@ def test_dockerfile_empty_arg_default_is_no_finding() -> None:
         ("alpine:3.20", "rewritten"), ("busybox:1.36", "rewritten"), ("${BASE}", "skipped")]
     assert result.findings[-1].note == "$BASE's ARG default is empty"
     assert not result.errors
-
-
-def test_a_server_without_sync_rules_is_fine() -> None:
-    """An older server answers 404 for /api/v1/sync-rules: no sync rules, no warning; a 403 only warns."""
-    api = StubApi().start()
-    try:
-        api.add_user("dev", "dev-password-123")
-        assert fetch_sync_rules(ApiClient(api.url, Credentials("admin", "admin-password-123"))) == ([], [])
-        sync, warnings = fetch_sync_rules(ApiClient(api.url, Credentials("dev", "dev-password-123")))
-        assert sync == [] and len(warnings) == 1 and "sync rules" in warnings[0]
-    finally:
-        api.stop()
 
 
 # ---- fixtures: tests/data/rewrite/<case>/{input,expected,pinned} -----------------------------------------------------
