@@ -25,7 +25,7 @@ from cargohold.store.imports import (
 from cargohold.store.migrate import migrate
 from cargohold.store.schema import import_jobs
 from cargohold.transfer import jobs as jobs_module
-from cargohold.transfer.importer import ImportFailed, ImportResult, Target
+from cargohold.transfer.importer import ImportFailed, ImportResult, SourceNotFound, Target
 from cargohold.transfer.jobs import ImportJobs, ImportRequest
 
 D1, D2, D3 = ("sha256:" + c * 64 for c in "123")
@@ -224,7 +224,7 @@ async def test_jobs_run_records_the_end_once_and_audits_each_target(
     assert (done.bytes_done, done.blobs_done, done.bytes_total, done.blobs_total) == (30, 3, 30, 3)
     assert audited == [("r:1", "ok"), ("r:2", "ok")]
 
-    FakeImporter.outcome = ImportFailed("the source broke off", code="SOURCE_FAILED")
+    FakeImporter.outcome = ImportFailed("the source broke off")
     job = await jobs.create("s/r:1", targets, "erin")
     failure = await jobs.run(job, ImportRequest("s/r:1", targets, "erin"))
     assert failure is FakeImporter.outcome
@@ -246,7 +246,7 @@ async def test_a_failed_import_whose_end_cannot_be_recorded_logs_the_real_error(
         raise RuntimeError("the database is gone")
 
     monkeypatch.setattr(store, "finish", finish)
-    FakeImporter.outcome = ImportFailed("manifest unknown upstream", status=404, code="SOURCE_NOT_FOUND")
+    FakeImporter.outcome = SourceNotFound("manifest unknown upstream")
     with caplog.at_level(logging.ERROR, logger="cargohold.transfer"):
         failure = await jobs.run(job, ImportRequest("s/r:1", [Target("r", "1")], "erin"))
     assert failure is FakeImporter.outcome  # the caller still answers with the import's own failure

@@ -1,8 +1,8 @@
-"""Access-control failures; ``web/`` maps them to 401/403/429 (OCI errors on /v2, problem+json elsewhere)."""
+"""Access-control failures; ``web/codes.py`` registers their statuses (401/403/429, 422 for a bad name)."""
 
 from __future__ import annotations
 
-from ..oci.errors import Denied, TooManyRequests, Unauthorized
+from ..oci.errors import Denied, DomainError, TooManyRequests, Unauthorized
 
 
 class AuthenticationRequired(Unauthorized):
@@ -40,5 +40,7 @@ class LoginThrottled(TooManyRequests):
 # ---- management failures (bad input to the /api/v1 operations; web/ maps them to 422) ------------
 
 
-class InvalidName(ValueError):
+class InvalidName(DomainError, ValueError):
     """A user, robot or scope-map name outside the grammar, or one that is reserved."""
+
+    code = "INVALID_NAME"

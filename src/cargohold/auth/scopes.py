@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from ..oci.errors import DomainError
 from ..oci.names import is_valid_name
 
 READ = "content/read"
@@ -32,8 +33,10 @@ _SCOPE = re.compile(r"(repository|registry):([^:]+):([a-z*,]*)")
 REPOSITORY_PATTERN = f"^(?:{_PATTERN.pattern})$"
 
 
-class InvalidRule(ValueError):
-    pass
+class InvalidRule(DomainError, ValueError):
+    """A scope-map rule naming an invalid repository pattern or unknown actions."""
+
+    code = "INVALID_RULE"
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,14 +12,18 @@ import secrets
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from ..oci.errors import DomainError
+
 _hasher = PasswordHasher()
 ROBOT_PREFIX = "chr_"
 REFRESH_PREFIX = "chf_"
 MIN_PASSWORD_LENGTH = 12
 
 
-class WeakPassword(ValueError):
-    pass
+class WeakPassword(DomainError, ValueError):
+    """A password too short to be stored."""
+
+    code = "WEAK_PASSWORD"
 
 
 def hash_password(password: str) -> str:

@@ -33,6 +33,7 @@ from typing import Any
 from ..auth.errors import InvalidName
 from ..auth.service import NAME_PATTERN
 from ..config import Settings
+from ..oci.errors import DomainError
 from ..store.cache import (
     AlreadyExists,
     CacheConfigStore,
@@ -61,6 +62,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 __all__ = [
     "CacheAdmin",
+    "CacheNamespaceRefused",
     "CredentialSetInUse",
     "CredentialSetInfo",
     "CredentialSetMismatch",
@@ -71,20 +73,34 @@ __all__ = [
 ]
 
 
-class UpstreamNotAllowed(ValueError):
+class UpstreamNotAllowed(DomainError, ValueError):
     """A rule's source is on a loopback, private, link-local or otherwise refused address; the message says which."""
 
+    code = "UPSTREAM_NOT_ALLOWED"
 
-class InvalidCredentialSet(ValueError):
+
+class InvalidCredentialSet(DomainError, ValueError):
     """A login server, user name or password that cannot be stored; the message says why."""
 
+    code = "INVALID_CREDENTIAL_SET"
 
-class CredentialSetMismatch(ValueError):
+
+class CredentialSetMismatch(DomainError, ValueError):
     """A rule names a credential set for another registry than its source's."""
 
+    code = "CREDENTIAL_SET_MISMATCH"
 
-class TargetIsCached(ValueError):
+
+class TargetIsCached(DomainError, ValueError):
     """An import or sync target inside a cache rule's namespace: the cache would serve, revalidate and overwrite it."""
+
+    code = "TARGET_IS_CACHE"
+
+
+class CacheNamespaceRefused(DomainError, ValueError):
+    """A change meant for local repositories (a repository delete) on one a cache rule serves."""
+
+    code = "CACHE_NAMESPACE"
 
 
 class CredentialSetInUse(InUse):

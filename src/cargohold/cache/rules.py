@@ -17,6 +17,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
+from ..oci.errors import DomainError
 from ..oci.names import is_valid_name
 from ..oci.reference import DOCKER_HUB
 
@@ -25,12 +26,16 @@ _REGISTRY = re.compile(r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-
 _DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"})
 
 
-class InvalidRule(ValueError):
+class InvalidRule(DomainError, ValueError):
     """A source or target that cannot be a cache rule; the message says why."""
 
+    code = "INVALID_CACHE_RULE"
 
-class RuleConflict(ValueError):
+
+class RuleConflict(DomainError, ValueError):
     """Another rule already serves this target."""
+
+    code = "RULE_CONFLICT"
 
 
 def normalize_registry(registry: str) -> str:

@@ -26,7 +26,7 @@ import aiohttp
 from ..config import Settings
 from ..oci import mediatypes as mt
 from ..oci.digest import Digest
-from ..oci.errors import BlobUnknown, DigestInvalid, ManifestUnknown, SizeInvalid, UpstreamFailed, UpstreamRateLimited
+from ..oci.errors import BlobUnknown, DigestInvalid, DomainError, ManifestUnknown, SizeInvalid, UpstreamFailed, UpstreamRateLimited
 from ..oci.manifest import parse_manifest
 from ..registry.manifest_cache import Manifest
 from ..registry.ingest import Readable, Verified, nothing_readable
@@ -590,8 +590,10 @@ class CacheService:
         await asyncio.gather(*(manifest(d) for d in digests))
 
 
-class NotCached(LookupError):
+class NotCached(DomainError, LookupError):
     """A warm-up or pin names a repository no cache rule covers."""
+
+    code = "NOT_CACHED"
 
 
 @dataclass

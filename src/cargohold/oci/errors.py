@@ -1,8 +1,12 @@
-"""The registry's failure vocabulary.
+"""The failure vocabulary every layer speaks.
 
-Each class carries the OCI distribution-spec error code it stands for; the
-HTTP status belongs to the web layer (``web/errors.py``), so that no layer
-below it has to know about HTTP.
+``DomainError`` is the base of every failure a client may be told about. Each
+class carries a stable, machine-readable ``code`` (for the OCI distribution-spec
+errors below, the spec's own code); the HTTP status of each class is registered
+once in the web layer (``web/codes.py``), so that no layer below it has to know
+about HTTP. Layers define their own subclasses next to the code that raises
+them (``auth/errors.py``, ``cache/admin.py``, ``transfer/importer.py``, …);
+``tests/unit/test_error_codes.py`` fails when one has no registered status.
 """
 
 from __future__ import annotations
@@ -10,8 +14,12 @@ from __future__ import annotations
 from typing import Any
 
 
-class RegistryError(Exception):
-    """Base of every error a client of the registry API can be told about."""
+class DomainError(Exception):
+    """Base of every failure a client can be told about: a stable ``code``, a message, an optional detail.
+
+    ``detail`` is machine-readable context (the OCI error's ``detail`` member);
+    the message is for people and may change.
+    """
 
     code: str = "UNKNOWN"
     default_message: str = "unknown error"
@@ -20,6 +28,17 @@ class RegistryError(Exception):
         self.message = message or self.default_message
         self.detail = detail
         super().__init__(self.message)
+
+
+class NotFound(DomainError):
+    """A management object (a sync rule, an import, a pin, …) that does not exist."""
+
+    code = "NOT_FOUND"
+    default_message = "not found"
+
+
+class RegistryError(DomainError):
+    """Base of the OCI distribution-spec errors: what a client of the registry API (/v2) can be told."""
 
 
 class BlobUnknown(RegistryError):

@@ -18,6 +18,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ..oci.errors import DomainError
 from .db import SqlStore
 from .identities import AlreadyExists, InUse, aware
 from .schema import (
@@ -38,8 +39,10 @@ from .schema import (
 __all__ = ["AlreadyExists", "InUse", "UnknownCredentialSet", "CacheConfigStore", "CacheStateStore"]
 
 
-class UnknownCredentialSet(LookupError):
+class UnknownCredentialSet(DomainError, LookupError):
     """A rule names a credential set that does not exist."""
+
+    code = "UNKNOWN_CREDENTIAL_SET"
 
 
 def now() -> datetime:

@@ -20,6 +20,7 @@ from sqlalchemy import Select, delete, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ..oci.errors import DomainError
 from .db import SqlStore
 from .schema import audit_events, login_failures, refresh_tokens, robots, scope_maps, users
 
@@ -29,20 +30,28 @@ T = TypeVar("T")
 _LOGIN_LOCK_KEY = 0x6C6F67696E  # "login"
 
 
-class AlreadyExists(Exception):
-    pass
+class AlreadyExists(DomainError):
+    """A user, robot, scope map, rule or credential set of that name exists already."""
+
+    code = "ALREADY_EXISTS"
 
 
-class InUse(Exception):
-    pass
+class InUse(DomainError):
+    """Something still uses the object to delete (a scope map granted to users, a credential set used by rules)."""
+
+    code = "IN_USE"
 
 
 class LastAdmin(InUse):
     """Deleting or demoting this user would leave nobody able to administer the registry."""
 
+    code = "LAST_ADMIN"
 
-class UnknownScopeMap(LookupError):
+
+class UnknownScopeMap(DomainError, LookupError):
     """A user or robot names a scope map that does not exist."""
+
+    code = "UNKNOWN_SCOPE_MAP"
 
 
 @dataclass(frozen=True)

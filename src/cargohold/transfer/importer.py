@@ -50,7 +50,7 @@ from typing import Any
 from ..config import Settings
 from ..oci import mediatypes as mt
 from ..oci.digest import Digest
-from ..oci.errors import BlobUnknown, DigestInvalid, RegistryError, SizeInvalid
+from ..oci.errors import BlobUnknown, DigestInvalid, DomainError, RegistryError, SizeInvalid
 from ..oci.manifest import parse_manifest
 from ..oci.reference import Reference
 from ..registry.ingest import Readable, Verified, nothing_readable
@@ -75,33 +75,61 @@ Progress = Callable[[int, int], None]  # (bytes fetched so far, blobs done so fa
 Totals = Callable[[int, int], None]  # (bytes to fetch at most, blobs to copy): called once, when the plan is known
 
 
-class ImportFailed(Exception):
-    """An import that cannot be done; ``status`` and ``code`` are what the management API answers."""
+class ImportFailed(DomainError):
+    """An import that cannot be done: the source failed (``SOURCE_FAILED``) or a subclass says what else.
 
-    status = 502
+    The code is stored with a failed import job and answered by the management
+    API; its HTTP status is registered in ``web/codes.py``.
+    """
+
     code = "SOURCE_FAILED"
-
-    def __init__(
-        self, message: str, *, status: int | None = None, code: str | None = None, retry_after: float | None = None
-    ) -> None:
-        super().__init__(message)
-        if status is not None:
-            self.status = status
-        if code is not None:
-            self.code = code
-        self.retry_after = retry_after  # seconds, for SOURCE_RATE_LIMITED when the source sent Retry-After
+    retry_after: float | None = None  # seconds the source asked to wait (SourceRateLimited), None otherwise
 
 
 class TargetConflict(ImportFailed):
-    status, code = 409, "TARGET_EXISTS"
+    """A target tag points elsewhere and the import was not forced."""
+
+    code = "TARGET_EXISTS"
 
 
 class SourceNotFound(ImportFailed):
-    status, code = 404, "SOURCE_NOT_FOUND"
+    """The source registry does not have the image (or the repository)."""
+
+    code = "SOURCE_NOT_FOUND"
 
 
 class InvalidImport(ImportFailed):
-    status, code = 422, "INVALID_IMPORT"
+    """The request itself cannot be an import (a bad reference, no target, a credential mix-up)."""
+
+    code = "INVALID_IMPORT"
+
+
+class SourceAuthFailed(ImportFailed):
+    """The source refused the credentials (or wants some)."""
+
+    code = "SOURCE_AUTH_FAILED"
+
+
+class SourceRateLimited(ImportFailed):
+    """The source is rate-limiting; ``retry_after`` (seconds) is what it asked for, when it said."""
+
+    code = "SOURCE_RATE_LIMITED"
+
+    def __init__(self, message: str | None = None, detail: Any = None, retry_after: float | None = None) -> None:
+        super().__init__(message, detail)
+        self.retry_after = retry_after
+
+
+class SourceRefused(ImportFailed):
+    """The outbound guard refuses the source's address (loopback, private, metadata, …)."""
+
+    code = "UPSTREAM_NOT_ALLOWED"
+
+
+class SourceInvalid(ImportFailed):
+    """The source served a manifest this registry does not accept."""
+
+    code = "SOURCE_INVALID"
 
 
 @dataclass(frozen=True)
@@ -228,17 +256,15 @@ class Importer:
             except up.UpstreamNotFound as exc:
                 raise SourceNotFound(f"{where}: {exc}") from None
             except up.UpstreamAuthFailed as exc:
-                raise ImportFailed(f"{where} refused the credentials: {exc}", status=422, code="SOURCE_AUTH_FAILED") from None
+                raise SourceAuthFailed(f"{where} refused the credentials: {exc}") from None
             except up.UpstreamRateLimited as exc:
-                raise ImportFailed(
-                    f"{where} is rate-limiting: {exc}", status=429, code="SOURCE_RATE_LIMITED", retry_after=exc.retry_after
-                ) from None
+                raise SourceRateLimited(f"{where} is rate-limiting: {exc}", retry_after=exc.retry_after) from None
             except UpstreamRefused as exc:
-                raise ImportFailed(f"{where}: {exc}", status=422, code="UPSTREAM_NOT_ALLOWED") from None
+                raise SourceRefused(f"{where}: {exc}") from None
             except (up.UpstreamError, TimeoutError) as exc:
                 raise ImportFailed(f"{where} failed: {exc or type(exc).__name__}") from None
             except RegistryError as exc:  # a source manifest this registry does not accept
-                raise ImportFailed(f"{where}: {exc.code}: {exc.message}", status=422, code="SOURCE_INVALID") from None
+                raise SourceInvalid(f"{where}: {exc.code}: {exc.message}") from None
         await self._record(source, plan.top, targets, requested_by, via, job)
         return ImportResult(plan.top, len(plan.nodes), tally.blobs, tally.fetched_blobs, tally.bytes)
 

@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from ..oci.errors import DomainError
+
 MAX_CRON = 128
 _MONTHS = {m: i for i, m in enumerate(["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"], 1)}
 _DAYS = {d: i for i, d in enumerate(["sun", "mon", "tue", "wed", "thu", "fri", "sat"])}
@@ -25,8 +27,10 @@ _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 SEARCH_YEARS = 5  # a cron that names no existing day (Feb 30) is refused rather than searched forever
 
 
-class InvalidSchedule(ValueError):
+class InvalidSchedule(DomainError, ValueError):
     """An interval or cron expression that cannot be a schedule; the message says which field and why."""
+
+    code = "INVALID_SCHEDULE"
 
 
 def parse_interval(text: str) -> int:

@@ -42,6 +42,7 @@ from ..auth.errors import InvalidName
 from ..auth.service import NAME_PATTERN
 from ..cache.rules import InvalidRule, Source
 from ..config import Settings
+from ..oci.errors import DomainError, NotFound
 from ..oci.names import is_valid_name
 from ..registry.service import Registry
 from ..store.sync import RunRecord, SyncRuleRecord, SyncStore
@@ -66,15 +67,19 @@ __all__ = [
 ]
 
 
-class InvalidSyncRule(ValueError):
+class InvalidSyncRule(DomainError, ValueError):
     """A source, target, platform list or budget that cannot be a sync rule; the message says why."""
 
+    code = "INVALID_SYNC_RULE"
 
-class RuleBusy(RuntimeError):
+
+class RuleBusy(DomainError, RuntimeError):
     """Another run (in this or another worker) holds the rule's lease."""
 
+    code = "RUN_IN_PROGRESS"
 
-class UnknownSyncRule(LookupError):
+
+class UnknownSyncRule(NotFound, LookupError):
     """No sync rule has that name."""
 
 

@@ -34,6 +34,8 @@ from typing import Any
 import re2
 from functools import total_ordering
 
+from ..oci.errors import DomainError
+
 MAX_REGEX = 512
 MAX_RANGE = 255
 MAX_VERSION_PART = 18  # digits in one numeric part: a longer "version" (9999…) is not one
@@ -52,8 +54,10 @@ _COMPARATOR = re.compile(r"^(?P<op>>=|<=|>|<|=|\^|~)?(?P<version>.+)$")
 _WILD = {"x", "X", "*"}
 
 
-class InvalidTagFilter(ValueError):
+class InvalidTagFilter(DomainError, ValueError):
     """A regex or semver range that cannot be used; the message says which part and why."""
+
+    code = "INVALID_TAG_FILTER"
 
 
 def _pre_key(pre: tuple[str, ...]) -> tuple[tuple[int, int | str], ...]:

@@ -1,55 +1,26 @@
-"""The one place where failures become HTTP responses.
+"""Where failures become HTTP responses: one renderer per API, both reading the registry in ``codes.py``.
 
-``/v2`` speaks the OCI error format; everything else will speak
-``application/problem+json`` (management API, later issues).
+``/v2`` speaks the OCI error format (``{"errors": [{code, message, detail}]}``);
+``/api/v1`` and every other path speak ``application/problem+json`` (RFC 9457)
+with the same stable ``code``. The token service (``token.py``) speaks OAuth2
+errors, with the status from the same registry.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from ..oci import errors as e
+from .codes import ValidationFailed, status_of, title_of
 
 log = logging.getLogger("cargohold.web")
 
 API_VERSION_HEADER = ("Docker-Distribution-API-Version", "registry/2.0")
-
-STATUS: dict[type[e.RegistryError], int] = {
-    e.BlobUnknown: 404,
-    e.UploadRangeInvalid: 416,
-    e.BlobUploadInvalid: 400,
-    e.BlobUploadUnknown: 404,
-    e.DigestInvalid: 400,
-    e.ManifestBlobUnknown: 400,
-    e.ManifestInvalid: 400,
-    e.ManifestUnknown: 404,
-    e.NameInvalid: 400,
-    e.NameUnknown: 404,
-    e.ManifestTooLarge: 413,
-    e.SizeInvalid: 400,
-    e.TagInvalid: 400,
-    e.Unauthorized: 401,
-    e.Denied: 403,
-    e.Unsupported: 405,
-    e.RangeNotSatisfiable: 416,
-    e.PaginationNumberInvalid: 400,
-    e.TooManyRequests: 429,
-    e.UploadLimitReached: 429,
-    e.BodyStalled: 408,
-    e.StorageFailure: 500,
-    e.UpstreamFailed: 502,
-}
-
-
-def status_of(error: e.RegistryError) -> int:
-    for cls in type(error).__mro__:
-        if cls in STATUS:
-            return STATUS[cls]  # type: ignore[index]
-    return 500
 
 
 def oci_error_response(code: str, message: str, status: int, detail: object = None) -> web.Response:
@@ -71,17 +42,31 @@ def problem_response(status: int, title: str, detail: str, code: str | None = No
     return web.Response(status=status, body=json.dumps(body).encode(), headers={"Content-Type": "application/problem+json"})
 
 
-def error_response_for(request: web.Request, error: e.RegistryError) -> web.Response:
-    """The error in the format of the API the request went to."""
+def oci_error(error: e.DomainError) -> web.Response:
+    """The /v2 rendering of a domain error."""
+    return _with_retry_after(oci_error_response(error.code, error.message, status_of(error), error.detail), error)
+
+
+def problem(error: e.DomainError, extra: dict[str, object] | None = None) -> web.Response:
+    """The problem+json rendering of a domain error; ``extra`` adds members (e.g. the failed import's id)."""
     status = status_of(error)
-    if request.path.startswith("/v2"):
-        response = oci_error_response(error.code, error.message, status, error.detail)
-    else:
-        response = problem_response(status, error.code.replace("_", " ").capitalize(), error.message, error.code)
+    members: dict[str, object] = {}
+    if isinstance(error, ValidationFailed):
+        members["errors"] = error.errors
+    members.update(extra or {})
+    return _with_retry_after(problem_response(status, title_of(status), error.message, error.code, members), error)
+
+
+def _with_retry_after(response: web.Response, error: e.DomainError) -> web.Response:
     retry_after = getattr(error, "retry_after", None)
     if retry_after is not None:
-        response.headers["Retry-After"] = str(retry_after)
+        response.headers["Retry-After"] = str(max(0, math.ceil(retry_after)))
     return response
+
+
+def error_response_for(request: web.Request, error: e.DomainError) -> web.Response:
+    """The error in the format of the API the request went to."""
+    return oci_error(error) if request.path.startswith("/v2") else problem(error)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -93,7 +78,7 @@ _HTTP_CODES = {404: "NAME_UNKNOWN", 405: "UNSUPPORTED", 413: "SIZE_INVALID"}
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except e.RegistryError as exc:
+    except e.DomainError as exc:
         return error_response_for(request, exc)
     except web.HTTPException as exc:
         if exc.status < 400:

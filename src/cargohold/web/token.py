@@ -21,7 +21,7 @@ from ..auth.service import AuthService
 from ..oci.errors import RegistryError
 from .auth import parse_authorization
 from .clients import client_address
-from .errors import status_of
+from .codes import status_of
 from .keys import AUTH, SETTINGS
 
 

@@ -18,9 +18,11 @@ from ...auth.scopes import READ
 from ...cache.evict import enforce_quota
 from ...cache.metrics import summary
 from ...cache.service import NotCached
+from ...oci.errors import Denied, NotFound
 from ...oci.names import is_valid_name
+from ..codes import InvalidReference
 from ..keys import CACHE
-from .common import ApiError, Call, InModel, Operation, OutModel, QueryModel, created, no_content, render
+from .common import Call, InModel, Operation, OutModel, QueryModel, created, no_content, render
 
 ImageReference = Annotated[
     str,
@@ -38,7 +40,7 @@ def split_reference(value: str) -> tuple[str, str]:
     else:
         name, _, reference = value.rpartition(":")
     if not name or not reference or not is_valid_name(name):
-        raise ApiError(422, "Unprocessable content", f"{value!r} is not REPOSITORY:TAG or REPOSITORY@DIGEST", "INVALID_REFERENCE")
+        raise InvalidReference(f"{value!r} is not REPOSITORY:TAG or REPOSITORY@DIGEST")
     return name, reference
 
 
@@ -109,11 +111,8 @@ async def warm(call: Call) -> web.Response:
     body: WarmRequest = call.body
     name, reference = split_reference(body.reference)
     if not call.caller.may(name, READ):
-        raise ApiError(403, "Forbidden", f"{call.actor} may not read {name}", "DENIED")
-    try:
-        report = await call.request.app[CACHE].warm(name, reference)
-    except NotCached as exc:
-        raise ApiError(422, "Unprocessable content", str(exc), "NOT_CACHED") from None
+        raise Denied(f"{call.actor} may not read {name}")
+    report = await call.request.app[CACHE].warm(name, reference)
     return render(WarmResult(reference=body.reference, manifests=report.manifests, blobs=report.blobs, fetched_bytes=report.fetched_bytes))
 
 
@@ -138,7 +137,7 @@ async def add_pin(call: Call) -> web.Response:
     name, reference = split_reference(body.reference)
     cache = call.request.app[CACHE]
     if await cache.route(name) is None:
-        raise ApiError(422, "Unprocessable content", f"{name} is not covered by any cache rule", "NOT_CACHED")
+        raise NotCached(f"{name} is not covered by any cache rule")
     pin = await cache.state.add_pin(name, reference, call.actor)
     await call.audit("cache.pin", body.reference, "ok")
     return created(Pin(repository=pin.repository, reference=pin.reference, created_by=pin.created_by, created_at=pin.created_at), "/cache/pins")
@@ -148,7 +147,7 @@ async def delete_pin(call: Call) -> web.Response:
     query: PinQuery = call.query
     name, reference = split_reference(query.reference)
     if not await call.request.app[CACHE].state.remove_pin(name, reference):
-        raise ApiError(404, "Not found", f"no pin on {query.reference}", "NOT_FOUND")
+        raise NotFound(f"no pin on {query.reference}")
     await call.audit("cache.unpin", query.reference, "ok")
     return no_content()
 

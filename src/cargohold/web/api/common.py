@@ -4,7 +4,8 @@ A handler sees a ``Call``: who is calling (already authenticated and, for
 admin operations, already checked), the validated body and query, and the
 ``AuthService``. It calls one service or store method and renders a pydantic
 model. Everything that can go wrong on the way — credentials, rights, bad
-JSON, failed validation, a name taken, the last admin — becomes an
+JSON, failed validation, a name taken, the last admin — is a ``DomainError``
+with a code registered in ``web/codes.py``, and becomes an
 ``application/problem+json`` answer here, in one place, so that no handler
 needs a ``try`` and no bad input reaches a 500.
 
@@ -23,21 +24,14 @@ from typing import Annotated, Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ...auth.errors import AuthenticationRequired, InvalidName, InvalidToken
-from ...auth.scopes import InvalidRule, Principal, token_principal
-from ...auth.secrets import WeakPassword
+from ...auth.errors import AuthenticationRequired, InvalidToken
+from ...auth.scopes import Principal, token_principal
 from ...auth.service import NAME_PATTERN, AuthService
-from ...cache import rules as cache_rules
-from ...cache.admin import CredentialSetMismatch, InvalidCredentialSet, TargetIsCached, UpstreamNotAllowed
-from ...oci.errors import RegistryError
-from ...store.cache import UnknownCredentialSet
-from ...store.identities import AlreadyExists, InUse, LastAdmin, UnknownScopeMap
-from ...transfer.schedule import InvalidSchedule
-from ...transfer.sync_service import InvalidSyncRule
-from ...transfer.tagfilter import InvalidTagFilter
+from ...oci.errors import Denied, DomainError, NotFound
 from ..auth import resolve_access
 from ..clients import client_address
-from ..errors import error_response_for, problem_response
+from ..codes import AuthDisabled, InvalidJson, UnsupportedMediaType, ValidationFailed
+from ..errors import problem
 from ..keys import AUTH
 
 API_PREFIX = "/api/v1"
@@ -163,67 +157,25 @@ def served_without_auth(operations: list[Operation]) -> list[Operation]:
 # ---- errors ----------------------------------------------------------------------------------------
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, title: str, detail: str, code: str, extra: dict[str, object] | None = None) -> None:
-        super().__init__(detail)
-        self.status, self.title, self.detail, self.code, self.extra = status, title, detail, code, extra
-
-    def response(self) -> web.Response:
-        response = problem_response(self.status, self.title, self.detail, self.code, self.extra)
-        if self.status == 401:
-            response.headers["WWW-Authenticate"] = BASIC_CHALLENGE
-        return response
+def not_found(kind: str, name: str) -> NotFound:
+    return NotFound(f"no {kind} named {name[:100]!r}")
 
 
-def not_found(kind: str, name: str) -> ApiError:
-    return ApiError(404, "Not found", f"no {kind} named {name[:100]!r}", "NOT_FOUND")
+def api_problem(error: DomainError, extra: dict[str, object] | None = None) -> web.Response:
+    """problem+json (``web/errors.py``), with the Basic challenge a 401 from the management API carries."""
+    response = problem(error, extra)
+    if response.status == 401:
+        response.headers["WWW-Authenticate"] = BASIC_CHALLENGE
+    return response
 
 
-def _conflict(exc: Exception, code: str) -> ApiError:
-    return ApiError(409, "Conflict", str(exc), code)
-
-
-def _invalid(exc: Exception, code: str) -> ApiError:
-    return ApiError(422, "Unprocessable content", str(exc), code)
-
-
-# Failures the services report, most specific first: (exception, status, code).
-_PROBLEMS: tuple[tuple[type[Exception], int, str], ...] = (
-    (LastAdmin, 409, "LAST_ADMIN"),
-    (InUse, 409, "IN_USE"),
-    (AlreadyExists, 409, "ALREADY_EXISTS"),
-    (UnknownScopeMap, 422, "UNKNOWN_SCOPE_MAP"),
-    (WeakPassword, 422, "WEAK_PASSWORD"),
-    (InvalidRule, 422, "INVALID_RULE"),
-    (InvalidName, 422, "INVALID_NAME"),
-    (cache_rules.RuleConflict, 409, "RULE_CONFLICT"),
-    (cache_rules.InvalidRule, 422, "INVALID_CACHE_RULE"),
-    (UnknownCredentialSet, 422, "UNKNOWN_CREDENTIAL_SET"),
-    (CredentialSetMismatch, 422, "CREDENTIAL_SET_MISMATCH"),
-    (InvalidCredentialSet, 422, "INVALID_CREDENTIAL_SET"),
-    (UpstreamNotAllowed, 422, "UPSTREAM_NOT_ALLOWED"),
-    (TargetIsCached, 409, "TARGET_IS_CACHE"),
-    (InvalidTagFilter, 422, "INVALID_TAG_FILTER"),
-    (InvalidSchedule, 422, "INVALID_SCHEDULE"),
-    (InvalidSyncRule, 422, "INVALID_SYNC_RULE"),
-)
-
-
-def _problem_for(exc: Exception) -> ApiError | None:
-    """The answer to a failure the services report; None for anything unexpected (a bug: 500 via the middleware)."""
-    for cls, status, code in _PROBLEMS:
-        if isinstance(exc, cls):
-            return _conflict(exc, code) if status == 409 else _invalid(exc, code)
-    return None
-
-
-def _validation_failed(exc: ValidationError, where: str) -> ApiError:
+def _validation_failed(exc: ValidationError, where: str) -> DomainError:
     if any(e["type"] == "json_invalid" for e in exc.errors()):
-        return ApiError(400, "Bad request", "the request body is not valid JSON", "INVALID_JSON")
+        return InvalidJson()
     # Only where, what and why: pydantic's ``input`` would echo a rejected password back.
     errors = [{"loc": [where, *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors(include_url=False)]
     summary = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:5])
-    return ApiError(422, "Unprocessable content", summary, "VALIDATION_FAILED", {"errors": errors})
+    return ValidationFailed(summary, errors)
 
 
 # ---- parsing and rendering -------------------------------------------------------------------------
@@ -238,10 +190,10 @@ async def _parse_body(request: web.Request, model: type[InModel]) -> InModel:
     # another origin without asking (no CORS preflight); requiring JSON makes that cross-site
     # request impossible without the preflight this server never approves.
     if not _is_json(request.content_type) or "Content-Type" not in request.headers:
-        raise ApiError(415, "Unsupported media type", "the body must be JSON (Content-Type: application/json)", "UNSUPPORTED_MEDIA_TYPE")
+        raise UnsupportedMediaType()
     raw = await request.read()
     if not raw.strip():
-        raise ApiError(400, "Bad request", "a JSON body is required", "INVALID_JSON")
+        raise InvalidJson("a JSON body is required")
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
@@ -317,36 +269,21 @@ def endpoint(op: Operation) -> Callable[[web.Request], Awaitable[web.StreamRespo
                     call.body = await _parse_body(request, op.body)
                 return await op.handler(call)
             if auth is None:
-                raise ApiError(
-                    404, "Not found",
-                    "this server runs without authentication (--no-auth): there are no identities to manage",
-                    "AUTH_DISABLED",
-                )
-            try:
-                caller = await authenticate(request, auth)
-            except RegistryError as exc:
-                response = error_response_for(request, exc)
-                if response.status == 401:
-                    response.headers["WWW-Authenticate"] = BASIC_CHALLENGE
-                return response
+                raise AuthDisabled()
+            caller = await authenticate(request, auth)
             if op.access == "admin" and not caller.admin:
                 if op.action is not None:
                     target = request.match_info.get("name") or request.match_info.get("id") or "-"
                     await auth.audit(caller.name, client_address(request), op.action, target[:100], "denied")
-                raise ApiError(403, "Forbidden", f"{caller.name} is not an admin", "DENIED")
+                raise Denied(f"{caller.name} is not an admin")
             call = Call(request, auth, caller)
             if op.query is not None:
                 call.query = _parse_query(request, op.query)
             if op.body is not None:
                 call.body = await _parse_body(request, op.body)
             return await op.handler(call)
-        except ApiError as exc:
-            return exc.response()
-        except Exception as exc:
-            mapped = _problem_for(exc)
-            if mapped is None:
-                raise
-            return mapped.response()
+        except DomainError as exc:
+            return api_problem(exc)
 
     handle.__name__ = op.operation_id
     return handle

@@ -27,22 +27,23 @@ from pydantic import Field
 
 from ...auth.scopes import READ, WRITE
 from ...cache.secrets import SecretKeyError
-from ...oci.errors import RegistryError
+from ...oci.errors import Denied, NotFound, RegistryError
 from ...oci.names import is_valid_name, is_valid_tag
 from ...oci.reference import Reference
-from ...transfer.importer import Target
+from ...transfer.importer import InvalidImport, Target
 from ...transfer.jobs import Audit, ImportJobRecord
 from ...transfer.jobs import ImportRequest as JobRequest
 from ...upstream.client import Credentials
+from ..codes import InvalidReference
 from ..keys import CACHE, IMPORTS
 from .common import (
     TEXT_PATTERN,
-    ApiError,
     Call,
     InModel,
     Operation,
     OutModel,
     QueryModel,
+    api_problem,
     render,
 )
 
@@ -104,10 +105,6 @@ def _view(job: ImportJobRecord) -> ImportJob:
     )
 
 
-def _invalid(detail: str, code: str = "INVALID_IMPORT") -> ApiError:
-    return ApiError(422, "Unprocessable content", detail, code)
-
-
 def _targets(body: ImportRequest, source: Reference) -> list[Target]:
     if not body.targets:
         return [Target(source.repository, source.tag if source.tag or source.digest else "latest")]
@@ -118,9 +115,9 @@ def _targets(body: ImportRequest, source: Reference) -> list[Target]:
         if colon > slash:
             name, tag = text[:colon], text[colon + 1 :]
             if not is_valid_tag(tag):
-                raise _invalid(f"{text!r}: {tag!r} is not a valid tag", "INVALID_REFERENCE")
+                raise InvalidReference(f"{text!r}: {tag!r} is not a valid tag")
         if not is_valid_name(name):
-            raise _invalid(f"{text!r} is not REPOSITORY[:TAG]", "INVALID_REFERENCE")
+            raise InvalidReference(f"{text!r} is not REPOSITORY[:TAG]")
         found.append(Target(name, tag if tag is not None else source.tag))
     return list(dict.fromkeys(found))
 
@@ -128,18 +125,18 @@ def _targets(body: ImportRequest, source: Reference) -> list[Target]:
 async def _credentials(call: Call, body: ImportRequest, source: Reference) -> Credentials | None:
     if body.credential_set is not None:
         if body.username is not None or body.password is not None:
-            raise _invalid("give a credential set or a username and password, not both")
+            raise InvalidImport("give a credential set or a username and password, not both")
         if not call.caller.admin:
-            raise ApiError(403, "Forbidden", f"{call.actor} may not use credential sets (admins only)", "DENIED")
+            raise Denied(f"{call.actor} may not use credential sets (admins only)")
         admin = call.request.app[CACHE].admin
         await admin.check_credential_set(body.credential_set, source.registry)
         try:
             username, password = await admin.credentials_for(body.credential_set)
         except SecretKeyError:
-            raise _invalid("the server cannot decrypt that credential set (its secret key changed)") from None
+            raise InvalidImport("the server cannot decrypt that credential set (its secret key changed)") from None
         return Credentials(username, password)
     if (body.username is None) != (body.password is None):
-        raise _invalid("give both username and password")
+        raise InvalidImport("give both username and password")
     if body.username is not None and body.password is not None:
         return Credentials(body.username, body.password)
     return None
@@ -162,12 +159,12 @@ async def create_import(call: Call) -> web.Response:
     try:
         source = Reference.parse(body.source)
     except RegistryError as exc:
-        raise _invalid(f"{body.source[:200]!r} is not an image reference: {exc.message}", "INVALID_REFERENCE") from None
+        raise InvalidReference(f"{body.source[:200]!r} is not an image reference: {exc.message}") from None
     targets = _targets(body, source)
     for target in targets:
         if not call.caller.may(target.repository, WRITE):
             await call.audit("import", str(target)[:100], "denied", {"source": body.source})
-            raise ApiError(403, "Forbidden", f"{call.actor} may not write to {target.repository}", "DENIED")
+            raise Denied(f"{call.actor} may not write to {target.repository}")
         await call.request.app[CACHE].admin.check_not_cached(target.repository)
     credentials = await _credentials(call, body, source)
     jobs = call.request.app[IMPORTS]
@@ -183,7 +180,7 @@ async def create_import(call: Call) -> web.Response:
         return render(_view(job), 202, location)
     failure = await jobs.run(job, request, _audit(call))
     if failure is not None:
-        raise ApiError(failure.status, "Import failed", str(failure), failure.code, {"import_id": job.id})
+        return api_problem(failure, {"import_id": job.id})
     finished = await jobs.get(job.id)
     assert finished is not None
     return render(_view(finished), 201, location)
@@ -196,7 +193,7 @@ async def get_import(call: Call) -> web.Response:
     job_id = call.request.match_info["id"]
     job = await call.request.app[IMPORTS].get(job_id) if _ID.fullmatch(job_id) else None
     if job is None or (job.requested_by != call.actor and not call.caller.admin):
-        raise ApiError(404, "Not found", f"no import {job_id[:40]!r}", "NOT_FOUND")
+        raise NotFound(f"no import {job_id[:40]!r}")
     return render(_view(job))
 
 

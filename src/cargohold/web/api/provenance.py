@@ -15,10 +15,11 @@ from aiohttp import web
 from pydantic import Field
 
 from ...auth.scopes import READ
+from ...oci.errors import Denied
 from ...oci.names import NAME_PATTERN, TAG_PATTERN
 from ...transfer.jobs import ProvenanceRecord
 from ..keys import IMPORTS
-from .common import ApiError, Call, Operation, OutModel, QueryModel, render
+from .common import Call, Operation, OutModel, QueryModel, render
 
 
 class ProvenanceQuery(QueryModel):
@@ -51,7 +52,7 @@ def _view(record: ProvenanceRecord) -> Provenance:
 async def list_provenance(call: Call) -> web.Response:
     q: ProvenanceQuery = call.query
     if not call.caller.may(q.repository, READ):
-        raise ApiError(403, "Forbidden", f"{call.actor} may not read {q.repository}", "DENIED")
+        raise Denied(f"{call.actor} may not read {q.repository}")
     records = await call.request.app[IMPORTS].provenance(q.repository, q.tag, latest=q.latest, limit=q.limit)
     return render([_view(r) for r in records])
 

@@ -20,10 +20,11 @@ from aiohttp import web
 from pydantic import Field
 
 from ...auth.scopes import DELETE, METADATA, READ
-from ...oci.errors import NameUnknown
+from ...cache.admin import CacheNamespaceRefused
+from ...oci.errors import Denied, NameUnknown, NotFound
 from ...oci.names import NAME_PATTERN
 from ..keys import CACHE, IMPORTS, REGISTRY
-from .common import ApiError, Call, Operation, OutModel, QueryModel, render
+from .common import Call, Operation, OutModel, QueryModel, render
 from .provenance import Provenance
 from .provenance import _view as provenance_view
 
@@ -61,11 +62,11 @@ class RepositoryTags(OutModel):
 async def list_tags(call: Call) -> web.Response:
     q: TagsQuery = call.query
     if not (call.caller.may(q.repository, READ) or call.caller.may(q.repository, METADATA)):
-        raise ApiError(403, "Forbidden", f"{call.actor} may not read {q.repository}", "DENIED")
+        raise Denied(f"{call.actor} may not read {q.repository}")
     try:
         tags, more, untagged = await call.request.app[IMPORTS].local_tags(q.repository, q.limit)
     except NameUnknown:
-        raise ApiError(404, "Not found", f"no repository {q.repository!r}", "NOT_FOUND") from None
+        raise NotFound(f"no repository {q.repository!r}") from None
     return render(RepositoryTags(
         repository=q.repository,
         tags=[LocalTag(tag=t.tag, digest=t.digest, provenance=provenance_view(t.provenance) if t.provenance else None)
@@ -79,19 +80,17 @@ async def delete_repository(call: Call) -> web.Response:
     name = call.query.repository
     if not call.caller.may(name, DELETE):
         await call.audit("repository.delete", name, "denied")
-        raise ApiError(403, "Forbidden", f"{call.actor} may not delete {name}", "DENIED")
+        raise Denied(f"{call.actor} may not delete {name}")
     route = await call.request.app[CACHE].route(name)
     if route is not None:
-        raise ApiError(
-            409, "Conflict",
+        raise CacheNamespaceRefused(
             f"{name} is in a cache namespace (cache rule {route.rule.name!r}): its content is the upstream's; "
-            "use `cargohold cache evict` to drop cached copies",
-            "CACHE_NAMESPACE",
+            "use `cargohold cache evict` to drop cached copies"
         )
     try:
         removed = await call.request.app[REGISTRY].repositories.delete(name)
     except NameUnknown:
-        raise ApiError(404, "Not found", f"no repository {name!r}", "NOT_FOUND") from None
+        raise NotFound(f"no repository {name!r}") from None
     await call.audit("repository.delete", name, "ok", {"tags": removed.tags, "manifests": removed.manifests})
     return render(DeletedRepository(repository=name, tags=removed.tags, manifests=removed.manifests))
 

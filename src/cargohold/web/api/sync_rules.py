@@ -18,9 +18,10 @@ from pydantic import Field
 
 from ...store.sync import RunRecord, SyncRuleRecord
 from ...transfer.importer import PLATFORM_PATTERN
-from ...transfer.sync_service import RuleBusy, SyncService, UnknownSyncRule
+from ...oci.errors import NotFound
+from ...transfer.sync_service import SyncService, UnknownSyncRule
 from ..keys import SYNC
-from .common import TEXT_PATTERN, ApiError, Call, InModel, Name, Operation, OutModel, QueryModel, created, no_content, not_found, render
+from .common import TEXT_PATTERN, Call, InModel, Name, Operation, OutModel, QueryModel, created, no_content, not_found, render
 
 LISTED_SKIPS = 50  # skipped entries per run in a list of runs; GET …/runs/{id} answers them all
 SourceText = Annotated[
@@ -188,7 +189,7 @@ async def create_rule(call: Call) -> web.Response:
     values = body.model_dump(exclude={"name"})
     if values["request_budget"] is None:
         del values["request_budget"]
-    record = await sync_service(call).create_rule(body.name, values, call.actor)  # 422s: common._PROBLEMS
+    record = await sync_service(call).create_rule(body.name, values, call.actor)  # 422s: their codes in web/codes.py
     await call.audit("sync_rule.create", record.name, "ok", _detail(record))
     return created(SyncRule.of(record), f"/sync-rules/{record.name}")
 
@@ -239,8 +240,6 @@ async def run_rule(call: Call) -> web.Response:
         run, finished = await service.start_now(name)
     except UnknownSyncRule:
         raise not_found("sync rule", name) from None
-    except RuleBusy as exc:
-        raise ApiError(409, "Conflict", str(exc), "RUN_IN_PROGRESS") from None
     await call.audit("sync_rule.run", name, "ok", {"run": run.id})
     location = {"Location": f"/api/v1/sync-rules/{name}/runs/{run.id}"}
     if not query.wait:
@@ -264,7 +263,7 @@ async def get_run(call: Call) -> web.Response:
     raw = call.request.match_info["id"]
     run = await sync_service(call).get_run(name, int(raw)) if raw.isascii() and raw.isdigit() and len(raw) <= 9 else None
     if run is None:
-        raise ApiError(404, "Not found", f"sync rule {name!r} has no run {raw[:20]!r}", "NOT_FOUND")
+        raise NotFound(f"sync rule {name!r} has no run {raw[:20]!r}")
     return render(SyncRun.of(run))
 
 
