@@ -33,8 +33,8 @@ class World:
     digest: str  # of <upstream>/library/alpine:3.20
 
     def cli(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-        """A command with the server's URL: ``rewrite --server URL`` (its --registry is the host written), else ``--registry URL``."""
-        return self.raw(*args, "--server" if args[0] == "rewrite" else "--registry", self.server.url, cwd=cwd)
+        """A command with the server's URL: ``--registry URL``, as for every command."""
+        return self.raw(*args, "--registry", self.server.url, cwd=cwd)
 
     def raw(self, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         """Exactly these arguments (the server's URL only where they, or ``env``, give it)."""
@@ -89,7 +89,7 @@ def test_write_and_pin(world: World, tmp_path: Path) -> None:
     deploy = tmp_path / "deploy.yaml"
     deploy.write_text(f"spec:\n  containers:\n    - name: a\n      image: \"{up}/library/alpine:3.20\"  # pinned by CI\n")
 
-    result = world.cli("rewrite", str(dockerfile), str(deploy), "--registry", host, "--pin", "--write")
+    result = world.cli("rewrite", str(dockerfile), str(deploy), "--host", host, "--pin", "--write")
     assert result.returncode == 0, result.stderr
     lines = dockerfile.read_text().splitlines()
     assert lines[0].startswith(f"ARG BASE={host}/hub/busybox:1.36@sha256:")
@@ -100,8 +100,8 @@ def test_write_and_pin(world: World, tmp_path: Path) -> None:
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "a temporary file was left behind"
     assert "1 private reference(s) left alone" in " ".join(result.stderr.split())
 
-    # pinned references keep their digest; a second run changes nothing (spelled the old way: --host, --registry URL)
-    again = world.raw("rewrite", str(dockerfile), str(deploy), "--host", host, "--pin", "--write", "--registry", world.server.url)
+    # pinned references keep their digest; a second run changes nothing (--registry-host, --host's other name)
+    again = world.raw("rewrite", str(dockerfile), str(deploy), "--registry-host", host, "--pin", "--write", "--registry", world.server.url)
     assert again.returncode == 0, again.stderr
     assert dockerfile.read_text().splitlines()[1] == f"FROM {host}/hub/alpine:3.20@{world.digest} AS build"
     assert "rewrote" not in again.stderr
@@ -112,13 +112,13 @@ def test_diff_without_write(world: World, tmp_path: Path) -> None:
     values = tmp_path / "values.yaml"
     original = f"image:\n  repository: {up}/library/alpine\n  tag: \"3.20\"\n"
     values.write_text(original)
-    result = world.cli("rewrite", str(values), "--registry", host)
+    result = world.cli("rewrite", str(values), "--host", host)
     assert result.returncode == 0, result.stderr
     assert values.read_text() == original
     assert f"--- a/{values}\n+++ b/{values}\n" in result.stdout
     assert f"-  repository: {up}/library/alpine\n+  repository: {host}/hub/alpine\n" in result.stdout
 
-    as_json = world.cli("rewrite", str(values), "--registry", host, "--output", "json")
+    as_json = world.cli("rewrite", str(values), "--host", host, "--output", "json")
     assert as_json.returncode == 0, as_json.stderr
     [finding] = json.loads(as_json.stdout)
     assert finding["status"] == "rewritten" and finding["new"] == f"{host}/hub/alpine:3.20" and finding["line"] == 2
@@ -128,20 +128,20 @@ def test_check_exit_codes(world: World, tmp_path: Path) -> None:
     up, host = world.upstream.host, world.server.host
     compose = tmp_path / "compose.yaml"
     compose.write_text(f"services:\n  a:\n    image: {up}/library/alpine:3.20\n  b:\n    image: gcr.io/distroless/static\n")
-    result = world.cli("rewrite", str(compose), "--registry", host, "--check")
+    result = world.cli("rewrite", str(compose), "--host", host, "--check")
     assert result.returncode == 1, result.stderr
     assert result.stdout.splitlines() == [f"{compose}:3: {up}/library/alpine:3.20", f"{compose}:5: gcr.io/distroless/static"]
     assert "no cache rule" in result.stderr
 
     compose.write_text(f"services:\n  a:\n    image: {host}/hub/alpine:3.20\n")
-    clean = world.cli("rewrite", str(compose), "--registry", host, "--check")
+    clean = world.cli("rewrite", str(compose), "--host", host, "--check")
     assert clean.returncode == 0, clean.stderr
     assert clean.stdout == ""
-    unpinned = world.cli("rewrite", str(compose), "--registry", host, "--check", "--pin")
+    unpinned = world.cli("rewrite", str(compose), "--host", host, "--check", "--pin")
     assert unpinned.returncode == 1 and "not pinned" in unpinned.stderr
     assert compose.read_text() == f"services:\n  a:\n    image: {host}/hub/alpine:3.20\n"  # --check changes nothing
 
-    assert world.cli("rewrite", str(compose), "--registry", host, "--check", "--write").returncode == 2
+    assert world.cli("rewrite", str(compose), "--host", host, "--check", "--write").returncode == 2
 
 
 def test_pin_failure_writes_nothing(world: World, tmp_path: Path) -> None:
@@ -149,7 +149,7 @@ def test_pin_failure_writes_nothing(world: World, tmp_path: Path) -> None:
     dockerfile = tmp_path / "Dockerfile"
     original = f"FROM {up}/library/alpine:3.20\nFROM {up}/library/alpine:no-such-tag\n"
     dockerfile.write_text(original)
-    result = world.cli("rewrite", str(dockerfile), "--registry", host, "--pin", "--write")
+    result = world.cli("rewrite", str(dockerfile), "--host", host, "--pin", "--write")
     assert result.returncode == 1
     assert "no-such-tag" in result.stderr and "nothing written" in result.stderr
     assert dockerfile.read_text() == original
@@ -159,9 +159,9 @@ def test_map_option(world: World, tmp_path: Path) -> None:
     host = world.server.host
     dockerfile = tmp_path / "Dockerfile"
     dockerfile.write_text("FROM quay.io/org/tool:1\n")
-    assert world.cli("rewrite", str(dockerfile), "--registry", host, "--map", "quay.io/org=quay-org", "--write").returncode == 0
+    assert world.cli("rewrite", str(dockerfile), "--host", host, "--map", "quay.io/org=quay-org", "--write").returncode == 0
     assert dockerfile.read_text() == f"FROM {host}/quay-org/tool:1\n"
-    bad = world.cli("rewrite", str(dockerfile), "--registry", host, "--map", "nonsense")
+    bad = world.cli("rewrite", str(dockerfile), "--host", host, "--map", "nonsense")
     assert bad.returncode == 2
 
 
@@ -172,25 +172,25 @@ def test_registry_option_forms(world: World, tmp_path: Path) -> None:
     dockerfile.write_text(original)
     expected_diff = f"-FROM {up}/library/alpine:3.20\n+FROM {host}/hub/alpine:3.20\n"
 
-    # --registry as a URL: the host written and the server asked, at once
+    # --registry is the server, as for every command; the host written defaults to its host and port
     as_url = world.raw("rewrite", str(dockerfile), "--registry", world.server.url)
     assert as_url.returncode == 0, as_url.stderr
     assert expected_diff in as_url.stdout
-    # --registry HOST: the server from CARGOHOLD_REGISTRY, as for every other command
-    from_env = world.raw("rewrite", str(dockerfile), "--registry", "cargohold.example.com",
+    # ... and comes from CARGOHOLD_REGISTRY like everywhere; --host names what is written
+    from_env = world.raw("rewrite", str(dockerfile), "--host", "cargohold.example.com",
                          env={"CARGOHOLD_REGISTRY": world.server.url})
     assert from_env.returncode == 0, from_env.stderr
     assert "+FROM cargohold.example.com/hub/alpine:3.20\n" in from_env.stdout
-    # --server beats both; a wrong one is "cannot reach", exit 2
+    # --server, the old hidden name of --registry, still names the server; a wrong one is "cannot reach", exit 2
     unreachable = world.raw("rewrite", str(dockerfile), "--registry", world.server.url, "--server", "http://127.0.0.1:9")
     assert unreachable.returncode == 2 and "cannot reach http://127.0.0.1:9" in unreachable.stderr
-    # no host at all, a host with a path, or the old --host disagreeing with --registry: usage errors
-    assert world.raw("rewrite", str(dockerfile), env={"CARGOHOLD_REGISTRY": world.server.url}).returncode == 2
-    assert world.cli("rewrite", str(dockerfile), "--registry", f"{host}/hub").returncode == 2
-    assert world.cli("rewrite", str(dockerfile), "--registry", host, "--host", "other.example.com").returncode == 2
+    # --registry given a bare HOST (what it meant here before) is a usage error naming --host; so is a host with a path
+    bare = world.raw("rewrite", str(dockerfile), "--registry", host, env={"CARGOHOLD_REGISTRY": world.server.url})
+    assert bare.returncode == 2 and "--host" in bare.stderr, bare.stderr
+    assert world.cli("rewrite", str(dockerfile), "--host", f"{host}/hub").returncode == 2
     assert dockerfile.read_text() == original
     help_text = world.raw("rewrite", "--help", env={"COLUMNS": "200"}).stdout
-    assert "--registry" in help_text and "--server" in help_text and "--host" not in help_text
+    assert "--registry" in help_text and "--host" in help_text and "--server" not in help_text
 
 
 def test_sync_rule_target_is_used_and_pinned(world: World, tmp_path: Path) -> None:
@@ -205,19 +205,19 @@ def test_sync_rule_target_is_used_and_pinned(world: World, tmp_path: Path) -> No
         assert run.status_code == 201 and run.json()["state"] == "succeeded", run.text
         dockerfile = tmp_path / "Dockerfile"
         dockerfile.write_text(f"FROM {up}/library/synced:2.0\nFROM {up}/library/alpine:3.20\n")
-        result = world.cli("rewrite", str(dockerfile), "--registry", host, "--pin", "--write")
+        result = world.cli("rewrite", str(dockerfile), "--host", host, "--pin", "--write")
         assert result.returncode == 0, result.stderr
         # the sync rule's exact repository beats the cache rule <up>/library/* → hub/*, and the pin is the local tag's
         assert dockerfile.read_text() == f"FROM {host}/base/synced:2.0@{digest}\nFROM {host}/hub/alpine:3.20@{world.digest}\n"
-        as_json = world.cli("rewrite", str(dockerfile), "--registry", host, "--output", "json")
+        as_json = world.cli("rewrite", str(dockerfile), "--host", host, "--output", "json")
         assert [f["status"] for f in json.loads(as_json.stdout)] == ["private", "private"]
-        listed = world.cli("rewrite", str(tmp_path / "Dockerfile"), "--registry", host, "--check")
+        listed = world.cli("rewrite", str(tmp_path / "Dockerfile"), "--host", host, "--check")
         assert listed.returncode == 0, listed.stderr
 
         # a tag the rule did not copy cannot be pinned: cargohold's base/synced is a plain repository, not a cache
         push_image(world.upstream.url, "library/synced", "3.0")
         dockerfile.write_text(f"FROM {up}/library/synced:3.0\n")
-        missing = world.cli("rewrite", str(dockerfile), "--registry", host, "--pin", "--output", "json")
+        missing = world.cli("rewrite", str(dockerfile), "--host", host, "--pin", "--output", "json")
         assert missing.returncode == 1 and "base/synced:3.0: no such manifest" in " ".join(missing.stderr.split())
         [finding] = json.loads(missing.stdout)
         assert finding["via"] == "sync rule synced"

@@ -43,3 +43,21 @@ def test_typical_options_read_as_on_the_command_line() -> None:
     out = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "200"}).output
     assert re.search(r"--data-dir\s+PATH", out)
     assert re.search(r"--no-auth\s+no credentials", out)  # a flag takes no value: nothing is named
+
+
+def test_registry_means_the_same_everywhere() -> None:
+    """Every command that takes --registry takes the cargohold URL: same help, same environment variable, same default."""
+    from cargohold.cli.client import DEFAULT_REGISTRY
+
+    found: dict[str, tuple[object, object, object]] = {}
+
+    def walk(cmd: object, path: list[str]) -> None:
+        for param in getattr(cmd, "params", []):
+            if "--registry" in getattr(param, "opts", []):
+                found[" ".join(path)] = (param.envvar, param.default, param.help)
+        for name, sub in (getattr(cmd, "commands", None) or {}).items():
+            walk(sub, [*path, name])
+
+    walk(typer.main.get_command(app), [])
+    assert {"rewrite", "client-config", "import", "export", "tag delete", "repository delete", "audit"} <= set(found)
+    assert set(found.values()) == {("CARGOHOLD_REGISTRY", DEFAULT_REGISTRY, "registry URL (also CARGOHOLD_REGISTRY)")}, found

@@ -516,26 +516,23 @@ def test_fixture_case(case: str, pinned: bool) -> None:
 # ---- the CLI's two addresses -----------------------------------------------------------------------------------------
 
 
-def test_addresses_registry_host_url_server_and_old_host() -> None:
-    env: dict[str, str] = {}
-    assert addresses("reg.example.com", None, None, env) == ("reg.example.com", "http://127.0.0.1:5000")
-    assert addresses("reg.example.com:5000", None, None, {"CARGOHOLD_REGISTRY": "https://api.example.com"}) == (
-        "reg.example.com:5000", "https://api.example.com")
-    assert addresses("reg.example.com", "https://other:8443", None, env) == ("reg.example.com", "https://other:8443")
-    # a URL names both; --server still names the server; the old --host beside a URL names what is written
-    assert addresses("http://127.0.0.1:5000", None, None, {"CARGOHOLD_REGISTRY": "https://x"}) == (
-        "127.0.0.1:5000", "http://127.0.0.1:5000")
-    assert addresses("http://127.0.0.1:5000", "https://s", None, env) == ("127.0.0.1:5000", "https://s")
-    assert addresses("http://127.0.0.1:5000", None, "lb.example.com", env) == ("lb.example.com", "http://127.0.0.1:5000")
-    assert addresses(None, None, "Reg.Example.com", env) == ("reg.example.com", "http://127.0.0.1:5000")
-    assert addresses("reg.example.com", None, "reg.example.com", env)[0] == "reg.example.com"
-    for registry, host in (("reg.example.com", "other.example.com"), (None, None), ("reg.example.com/path", None),
-                           (None, "http://h/x"), ("", None), ("ftp://h:1", None)):
-        with pytest.raises(typer.BadParameter):
-            addresses(registry, None, host, env)
+def test_addresses_registry_is_the_server_url_and_host_is_what_is_written() -> None:
+    # --registry is the cargohold URL, as everywhere; the host written defaults to its host and port
+    assert addresses("http://127.0.0.1:5000", None, None) == ("127.0.0.1:5000", "http://127.0.0.1:5000")
+    assert addresses("HTTPS://Reg.Example.com/", None, None) == ("reg.example.com", "https://reg.example.com")
+    # --host names what is written (a load balancer's name); the server stays --registry
+    assert addresses("http://127.0.0.1:5000", None, "lb.example.com") == ("lb.example.com", "http://127.0.0.1:5000")
+    assert addresses("http://127.0.0.1:5000", None, "Reg.Example.com:443") == ("reg.example.com:443", "http://127.0.0.1:5000")
+    # --server, the old hidden name of --registry, still names the server
+    assert addresses("http://127.0.0.1:5000", "https://s:8443", None) == ("s:8443", "https://s:8443")
+    # a bare HOST for --registry (its old meaning here) is a usage error that names --host
     with pytest.raises(typer.BadParameter) as caught:
-        addresses("reg.example.com", "reg.example.com:5000", None, env)  # --server is a URL
-    assert caught.value.param_hint == "--server"
+        addresses("reg.example.com", None, None)
+    assert caught.value.param_hint == "--registry" and "--host" in str(caught.value)
+    for registry, server, host in (("http://h/path", None, None), ("ftp://h:1", None, None),
+                                   ("http://h", "reg.example.com:5000", None), ("http://h", None, "h/x"), ("http://h", None, "")):
+        with pytest.raises(typer.BadParameter):
+            addresses(registry, server, host)
 
 
 # ---- client configuration --------------------------------------------------------------------------------------------

@@ -1,14 +1,14 @@
 """``cargohold rewrite``: point Dockerfiles, Kubernetes/compose YAML and Helm values at cargohold.
 
-Two addresses. ``--registry HOST[:PORT]`` is the registry host written into
-the references, as clients will pull them (``registry.example.com``,
-``10.0.0.5:5000``). The server asked for rules and digests is the one every
-other command talks to: ``--server URL``, else ``CARGOHOLD_REGISTRY``, else
-``http://127.0.0.1:5000``. They often name the same server, but not always
-(a load balancer, a DNS name behind TLS); so ``--registry`` given as a URL
-(``http://127.0.0.1:5000``) names both at once: the host ``127.0.0.1:5000``
-and the server to ask (``--server`` still wins for the latter). The old
-``--host``/``--registry-host`` spelling still works (hidden).
+Two addresses. ``--registry URL`` is the cargohold to read rules and digests
+from, as in every other command (else ``CARGOHOLD_REGISTRY``, else
+``http://127.0.0.1:5000``). ``--host HOST[:PORT]`` (alias ``--registry-host``,
+as in ``client-config``) is the registry host written into the references, as
+clients will pull them (``registry.example.com``, ``10.0.0.5:5000``); by
+default the ``--registry`` URL's host and port. They differ behind a load
+balancer or a DNS name with TLS. ``--server URL`` is the old, hidden name of
+``--registry``; a bare HOST given to ``--registry`` (its old meaning here) is a
+usage error that names ``--host``.
 
 The local name of each reference comes from ``--map SRC=DST`` prefix mappings
 first, then from the server's sync rules (``GET /api/v1/sync-rules``; a
@@ -34,7 +34,6 @@ import os
 import stat
 import sys
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -54,7 +53,7 @@ from ..transfer.rewrite import (
     rules_from_api,
     sync_rules_from_api,
 )
-from .access import Output, OutputOpt, err, fail, print_json, session
+from .access import Output, OutputOpt, RegistryOpt, err, fail, print_json, session
 from .client import (
     DEFAULT_REGISTRY,
     ApiClient,
@@ -69,23 +68,15 @@ from .client import (
 )
 from .registry_client import RegistryClient
 
-ENV_REGISTRY = "CARGOHOLD_REGISTRY"
-
-TargetOpt = Annotated[
-    str | None,
-    typer.Option("--registry", metavar="HOST[:PORT]",
-                 help="the registry host written into the references, as clients pull them (registry.example.com, "
-                      "10.0.0.5:5000); a URL such as http://127.0.0.1:5000 also names the server to ask"),
-]
 ServerOpt = Annotated[
     str | None,
-    typer.Option("--server", metavar="URL",
-                 help=f"the cargohold to read rules and digests from (default: the --registry URL, else {ENV_REGISTRY}, "
-                      f"else {DEFAULT_REGISTRY})"),
+    typer.Option("--server", metavar="URL", hidden=True, help="old name of --registry"),
 ]
 HostOpt = Annotated[
     str | None,
-    typer.Option("--host", "--registry-host", hidden=True, help="old name of --registry HOST[:PORT]"),
+    typer.Option("--host", "--registry-host", metavar="HOST[:PORT]",
+                 help="the registry host written into the references, as clients pull them (registry.example.com, "
+                      "10.0.0.5:5000); default: --registry's host and port"),
 ]
 MapOpt = Annotated[
     list[str] | None,
@@ -119,39 +110,24 @@ class Pinner:
             raise PinError(f"{ref.registry}/{ref.repository}:{ref.identifier}: {exc}") from None
 
 
-def addresses(registry: str | None, server: str | None, host: str | None,
-              environ: Mapping[str, str] | None = None) -> tuple[str, str]:
-    """(host written into references, server URL to ask) from ``--registry``, ``--server`` and the old ``--host``.
-
-    ``--registry`` as a URL names both; ``--server`` (then ``CARGOHOLD_REGISTRY``,
-    then the default) names the server when ``--registry`` is a bare HOST[:PORT].
-    """
-    env = os.environ if environ is None else environ
-    written: str | None = None
-    registry_url: str | None = None
-    if registry is not None:
-        if "://" in registry:
-            registry_url = registry
-        written = bare_host(registry)
-        if not written or "/" in written:
-            raise typer.BadParameter(f"{registry!r} is not a HOST[:PORT] (or a URL without a path)", param_hint="--registry")
-    if host is not None:
-        old = bare_host(host)
-        if not old or "/" in old:
-            raise typer.BadParameter(f"{host!r} is not a HOST[:PORT]", param_hint="--host")
-        if written is not None and registry_url is None and old != written:
-            raise typer.BadParameter(f"--host is the old name of --registry; give one ({old!r} vs {written!r})", param_hint="--host")
-        written = old  # beside a --registry URL, --host names what is written and the URL only the server
-    if written is None:
-        raise typer.BadParameter("give the registry host to write into the references, e.g. --registry registry.example.com",
-                                 param_hint="--registry")
-    for value, hint in ((server, "--server"), (registry_url, "--registry")):
+def addresses(registry: str, server: str | None, host: str | None) -> tuple[str, str]:
+    """(host written into references, server URL to ask) from ``--registry``, the old ``--server`` and ``--host``."""
+    if "://" not in registry:
+        raise typer.BadParameter(
+            f"{registry!r}: --registry is the cargohold URL, as for every command (http://HOST:PORT or https://HOST); "
+            "give the host written into the references as --host HOST[:PORT]", param_hint="--registry")
+    urls: dict[str, str] = {}
+    for value, hint in ((registry, "--registry"), (server, "--server")):
         if value is not None:
             try:
-                normalize_registry(value)
+                urls[hint] = normalize_registry(value)
             except InvalidRegistryUrl as exc:
                 raise typer.BadParameter(str(exc), param_hint=hint) from None
-    return written, server or registry_url or env.get(ENV_REGISTRY) or DEFAULT_REGISTRY
+    server_url = urls.get("--server") or urls["--registry"]
+    written = bare_host(host if host is not None else server_url)
+    if not written or "/" in written:
+        raise typer.BadParameter(f"{host!r} is not a HOST[:PORT]", param_hint="--host")
+    return written, server_url
 
 
 def fetch_sync_rules(client: ApiClient) -> tuple[list[SyncTarget], list[str]]:
@@ -213,19 +189,19 @@ def _new_text(finding: Finding, rw: Rewriter) -> str | None:
 
 def rewrite(
     files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, readable=True, help="Dockerfiles, Kubernetes/compose YAML, Helm values")],
-    registry: TargetOpt = None,
+    host: HostOpt = None,
     maps: MapOpt = None,
     pin: Annotated[bool, typer.Option("--pin", help="append each rewritten tag's digest, resolved from cargohold (keeps the tag)")] = False,
     check: Annotated[bool, typer.Option("--check", help="change nothing; exit 1 if a reference still points at a public registry")] = False,
     write: Annotated[bool, typer.Option("--write", help="rewrite the files in place (atomically) instead of printing a diff")] = False,
-    server: ServerOpt = None,
+    registry: RegistryOpt = DEFAULT_REGISTRY,
     output: OutputOpt = Output.table,
-    host: HostOpt = None,
+    server: ServerOpt = None,
 ) -> None:
     """Rewrite image references to pull through cargohold: docker.io/library/alpine:3.20 → HOST/hub/alpine:3.20.
 
     The local name comes from --map, then the server's sync rules, then its cache rules.
-    Example: cargohold rewrite Dockerfile k8s/*.yaml --registry registry.example.com --pin --write
+    Example: cargohold rewrite Dockerfile k8s/*.yaml --host registry.example.com --pin --write
     """
     if check and write:
         raise fail("--check changes nothing; give --check or --write, not both", 2)
