@@ -9,7 +9,8 @@
 #      on a free port (as the `postgres` user when run as root: PostgreSQL refuses to run as root), create `test`.
 #      A later run reuses and, if needed, restarts the same cluster.
 #
-# `scripts/ensure-services.sh stop` stops the private cluster (its data directory stays for the next run).
+# `scripts/ensure-services.sh stop` stops the private cluster (its data directory stays for the next run) and
+# forgets its URL in .test-postgres-url.
 set -euo pipefail
 
 project=$(cd "$(dirname "$0")/.." && pwd)
@@ -89,6 +90,12 @@ stop_private() {
   bindir=$(pg_bindir) || exit 0
   if [ -f "$state/data/PG_VERSION" ] && as_owner "$bindir/pg_ctl" -D "$state/data" status >/dev/null 2>&1; then
     as_owner "$bindir/pg_ctl" -D "$state/data" -m fast -w stop >&2
+  fi
+  # The tests must not keep reading a URL at which nothing answers any more.
+  local port
+  port=$(cat "$state/port" 2>/dev/null || true)
+  if [ -n "$port" ] && grep -qs "@127.0.0.1:$port/" "$url_file"; then
+    rm -f "$url_file"
   fi
 }
 

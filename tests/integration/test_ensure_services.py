@@ -75,9 +75,11 @@ def test_starts_a_private_cluster_when_nothing_answers(private_dir: Path, tmp_pa
     # A second run reuses the running cluster; after a stop, it starts the same data directory again.
     assert _ensure(private_dir, nothing).stdout.strip() == url
     stop = subprocess.run(
-        [str(SCRIPT), "stop"], env={**os.environ, "CARGOHOLD_TEST_PG_DIR": str(private_dir)}, capture_output=True, timeout=60
+        [str(SCRIPT), "stop"], capture_output=True, timeout=60,
+        env={**os.environ, "CARGOHOLD_TEST_PG_DIR": str(private_dir), "CARGOHOLD_TEST_PG_URL_FILE": str(private_dir / "url")},
     )
     assert stop.returncode == 0
+    assert not (private_dir / "url").exists()  # a bare pytest no longer aims at the stopped cluster
     again = _ensure(private_dir, nothing)
     assert again.returncode == 0, again.stderr
     assert "alembic_version" in asyncio.run(_tables(again.stdout.strip()))
