@@ -207,7 +207,7 @@ def test_budget_exhaustion_is_recorded_and_the_next_run_goes_on(server: Server, 
         records.append(run(server, rule["name"]))
     first = records[0]
     assert first["state"] == "partial" and len(first["copied"]) == 1, first
-    deferred = [s["tag"] for s in first["skipped"] if s["reason"].startswith("request budget exhausted")]
+    deferred = [s["tag"] for s in first["skipped"] if s["outcome"] == "deferred"]
     assert len(deferred) == 3 and first["counts"]["deferred"] == 3
     assert "of 3 requests used" in first["skipped"][0]["reason"]
     assert first["requests_used"] >= 3
@@ -281,7 +281,7 @@ def test_the_tag_list_reads_at_most_half_the_budget(server: Server, proxy: Upstr
     assert proxy.counts(kind="tags") == 3, proxy.summary()
     assert record["state"] == "partial" and record["requests_used"] == 3, record
     assert record["skipped"] == [{"tag": "*", "reason": "tag list cut short: read 3 pages (at most half the request budget); "
-                                  "the tags on later pages were not looked at", "count": None}], record
+                                  "the tags on later pages were not looked at", "count": None, "outcome": "deferred"}], record
 
 
 def test_listing_runs_caps_skipped_entries(server: Server, proxy: UpstreamProxy) -> None:
@@ -317,7 +317,7 @@ def test_copy_failure_is_recorded_and_the_run_goes_on(server: Server, upstream: 
     record = run(server, rule["name"])
     assert record["state"] == "partial", record
     assert len(record["copied"]) == 1
-    failed = [s for s in record["skipped"] if s["reason"].startswith("copy failed")]
+    failed = [s for s in record["skipped"] if s["outcome"] == "failed"]
     assert len(failed) == 1 and "digest" in failed[0]["reason"], record["skipped"]
     assert record["counts"]["failed"] == 1
     assert local_digest(server, target, failed[0]["tag"]) is None

@@ -25,7 +25,8 @@ from cargohold.store.schema import sync_rules
 from cargohold.store.sync import SyncStore
 from cargohold.transfer.importer import Importer
 from cargohold.transfer.schedule import Cron
-from cargohold.transfer.sync import RunReport, SyncEngine, SyncSpec
+from cargohold.store.sync import RunState, SkipOutcome, outcome_of
+from cargohold.transfer.sync import RunReport, SyncEngine, SyncSpec, deferred_tags
 from cargohold.transfer.sync_service import SyncService
 from cargohold.transfer.tagfilter import TagFilter
 from cargohold.upstream.client import Endpoint
@@ -121,7 +122,8 @@ async def test_runs_newest_first_and_capped(store: SyncStore) -> None:
     assert runs[0].state == "running" and runs[0].copied == [] and runs[0].skipped == []
     done = await store.finish_run(ids[-1], "partial", 7, [], [{"tag": "x", "reason": "request budget exhausted"}], "stopped")
     assert done is not None and done.state == "partial" and done.requests_used == 7 and done.finished_at is not None
-    assert done.skipped == [{"tag": "x", "reason": "request budget exhausted"}] and done.error == "stopped"
+    # An entry written without an outcome (as runs were recorded before there was one) is read with it.
+    assert done.skipped == [{"tag": "x", "reason": "request budget exhausted", "outcome": "deferred"}] and done.error == "stopped"
     await store.fail_abandoned_runs("r")
     states = [r.state for r in await store.list_runs("r")]
     assert states == ["partial", "failed", "failed"]
@@ -328,3 +330,52 @@ async def test_a_run_that_breaks_off_keeps_its_partial_report(tmp_path: Path, mo
     report = await engine.run(spec, None, run_id=1, report=kept)
     assert report is kept and report.state == "failed" and report.error == "internal error: KeyError"
     assert report.requests_used == 2 and [c["tag"] for c in report.copied] == ["1"]
+
+
+# ---- outcomes are enums, never the wording of a message --------------------------------------------
+
+
+def test_skipped_entries_carry_their_outcome_and_the_state_follows_from_it() -> None:
+    report = RunReport()
+    report.skip("a", "unchanged", SkipOutcome.UNCHANGED)
+    report.skip("b", "filtered: does not match", SkipOutcome.FILTERED)
+    report.close()
+    assert report.state is RunState.SUCCEEDED
+    assert [e["outcome"] for e in report.skipped] == ["unchanged", "filtered"]
+    # The wording does not matter: a failure whose message reads like a filter still makes the run partial.
+    report = RunReport()
+    report.skip("c", "filtered out by the upstream's proxy: 502", SkipOutcome.FAILED)
+    report.close()
+    assert report.state is RunState.PARTIAL
+
+
+def test_deferred_tags_are_told_by_outcome_not_wording() -> None:
+    previous = [
+        {"tag": "a", "reason": "upstream went away mid-run", "outcome": "deferred"},
+        {"tag": "b", "reason": "request budget exhausted (but recorded as a failure)", "outcome": "failed"},
+        {"tag": "c", "reason": "unchanged", "outcome": "unchanged"},
+        {"tag": "*", "reason": "tag list cut short", "outcome": "deferred"},
+    ]
+    assert deferred_tags(previous) == ["a"]
+
+
+def test_entries_recorded_before_outcomes_are_read_by_their_old_wording() -> None:
+    legacy = {
+        "filtered: no match": SkipOutcome.FILTERED, "unchanged": SkipOutcome.UNCHANGED,
+        "copy failed: boom": SkipOutcome.FAILED, "HEAD failed: 500": SkipOutcome.FAILED,
+        "gone upstream (listed, but the HEAD found no manifest)": SkipOutcome.FAILED,
+        "request budget exhausted (3 of 3 requests used)": SkipOutcome.DEFERRED,
+        "rate-limited (429, no Retry-After)": SkipOutcome.DEFERRED, "upstream unavailable: timeout": SkipOutcome.DEFERRED,
+    }
+    for reason, outcome in legacy.items():
+        assert outcome_of({"tag": "t", "reason": reason}) is outcome, reason
+    assert deferred_tags([{"tag": "t", "reason": "rate-limited (retry after 5 s)"}]) == ["t"]
+
+
+async def test_run_states_are_stored_as_their_values(store: SyncStore) -> None:
+    await store.create_rule("s", RULE, "admin")
+    run = await store.start_run("s", "manual")
+    assert run.state is RunState.RUNNING
+    done = await store.finish_run(run.id, RunState.PARTIAL, 1, [], [])
+    assert done is not None and done.state is RunState.PARTIAL and done.state == "partial"
+    assert (await store.last_run("s", (RunState.PARTIAL,))) == done

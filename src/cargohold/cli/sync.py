@@ -88,7 +88,7 @@ def _print_run(run: dict[str, Any]) -> None:
     for item in run.get("copied") or []:
         previous = f" (was {str(item['previous'])[:19]}…)" if item.get("previous") else " (new)"
         out.print(Text(f"  copied  {item.get('tag')} → {str(item.get('digest'))[:19]}…{previous}", style="green"))
-    skipped = [s for s in run.get("skipped") or [] if s.get("reason") != "unchanged"]
+    skipped = [s for s in run.get("skipped") or [] if s.get("outcome") != "unchanged"]
     for item in skipped[:SHOWN_ENTRIES]:
         out.print(Text(f"  skipped {item.get('tag')}: {item.get('reason')}"))
     if len(skipped) > SHOWN_ENTRIES:

@@ -16,6 +16,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import and_, delete, exists, insert, or_, select, update
@@ -26,13 +27,58 @@ from .db import SqlStore
 from .identities import AlreadyExists, aware
 from .schema import sync_rules, sync_runs
 
-__all__ = ["AlreadyExists", "RunRecord", "SyncRuleRecord", "SyncStore", "UnknownCredentialSet"]
+__all__ = ["AlreadyExists", "RunRecord", "RunState", "SkipOutcome", "SyncRuleRecord", "SyncStore", "UnknownCredentialSet", "outcome_of"]
 
 RUNS_KEPT = 100  # per rule; older runs are dropped when a new one starts
 RULE_FIELDS = (
     "source", "target", "tag_regex", "semver", "interval_seconds", "cron", "credential_set", "insecure",
     "platforms", "request_budget", "enabled",
 )
+
+
+class RunState(StrEnum):
+    """Where a run stands; stored as its value."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"  # every candidate checked, every change copied
+    PARTIAL = "partial"  # something deferred or failed (see the skipped entries' outcomes)
+    FAILED = "failed"  # the tags could not be listed, or the run broke off
+
+
+class SkipOutcome(StrEnum):
+    """Why a tag was not copied, as a kind the code acts on; the entry's ``reason`` is for people only.
+
+    Stored as its value in each skipped entry's ``outcome``.
+    """
+
+    FILTERED = "filtered"  # the rule's filter (or the tag grammar) excludes it
+    UNCHANGED = "unchanged"  # the local tag already names the upstream digest
+    DEFERRED = "deferred"  # not checked this run (budget, rate limit, upstream down, list cut short): first next run
+    FAILED = "failed"  # checked, and could not be copied (HEAD failed, gone upstream, copy failed)
+
+
+# How runs recorded before skipped entries carried an ``outcome`` said it: by the reason's wording.
+_LEGACY_PREFIXES: tuple[tuple[str | tuple[str, ...], SkipOutcome], ...] = (
+    ("filtered", SkipOutcome.FILTERED),
+    ("unchanged", SkipOutcome.UNCHANGED),
+    (("copy failed", "HEAD failed", "gone upstream"), SkipOutcome.FAILED),
+)
+
+
+def outcome_of(entry: Mapping[str, Any]) -> SkipOutcome:
+    """A skipped entry's outcome: its stored ``outcome``; for an entry recorded before there was one, read
+    from its wording once, here (anything else was a budget, rate-limit or unavailable stop: deferred)."""
+    try:
+        return SkipOutcome(entry.get("outcome"))
+    except ValueError:
+        reason = str(entry.get("reason", ""))
+        return next((o for prefix, o in _LEGACY_PREFIXES if reason.startswith(prefix)), SkipOutcome.DEFERRED)
+
+
+def _with_outcome(entry: Any) -> Any:
+    if isinstance(entry, dict) and "outcome" not in entry:
+        return {**entry, "outcome": outcome_of(entry).value}
+    return entry
 
 
 def now() -> datetime:
@@ -66,7 +112,7 @@ class RunRecord:
     id: int
     rule: str
     trigger: str  # schedule | manual
-    state: str  # running | succeeded | partial | failed
+    state: RunState
     started_at: datetime
     finished_at: datetime | None
     requests_used: int
@@ -86,8 +132,8 @@ def _rule(row: Any) -> SyncRuleRecord:
 
 def _run(row: Any) -> RunRecord:
     return RunRecord(
-        row.id, row.rule, row.trigger, row.state, aware(row.started_at), aware(row.finished_at),  # type: ignore[arg-type]
-        row.requests_used, json.loads(row.copied), json.loads(row.skipped), row.error,
+        row.id, row.rule, row.trigger, RunState(row.state), aware(row.started_at), aware(row.finished_at),  # type: ignore[arg-type]
+        row.requests_used, json.loads(row.copied), [_with_outcome(e) for e in json.loads(row.skipped)], row.error,
     )
 
 
@@ -211,7 +257,7 @@ class SyncStore(SqlStore):
         async with self._write() as conn:
             result = await conn.execute(
                 insert(sync_runs).values(
-                    rule=rule, trigger=trigger, state="running", started_at=at, requests_used=0, copied="[]", skipped="[]"
+                    rule=rule, trigger=trigger, state=RunState.RUNNING.value, started_at=at, requests_used=0, copied="[]", skipped="[]"
                 )
             )
             run_id = result.inserted_primary_key[0]  # type: ignore[index]
@@ -222,16 +268,16 @@ class SyncStore(SqlStore):
             ).scalars().all()
             if old:
                 await conn.execute(delete(sync_runs).where(sync_runs.c.id.in_(old)))
-        return RunRecord(run_id, rule, trigger, "running", at, None, 0, [], [], None)
+        return RunRecord(run_id, rule, trigger, RunState.RUNNING, at, None, 0, [], [], None)
 
     async def finish_run(
-        self, run_id: int, state: str, requests_used: int, copied: list[dict[str, Any]], skipped: list[dict[str, Any]],
+        self, run_id: int, state: RunState, requests_used: int, copied: list[dict[str, Any]], skipped: list[dict[str, Any]],
         error: str | None = None,
     ) -> RunRecord | None:
         async with self._write() as conn:
             await conn.execute(
                 update(sync_runs).where(sync_runs.c.id == run_id).values(
-                    state=state, finished_at=now(), requests_used=requests_used, copied=json.dumps(copied),
+                    state=RunState(state).value, finished_at=now(), requests_used=requests_used, copied=json.dumps(copied),
                     skipped=json.dumps(skipped), error=(error or None) and error[:2000],
                 )
             )
@@ -248,10 +294,10 @@ class SyncStore(SqlStore):
             query = select(sync_runs).where(sync_runs.c.rule == rule).order_by(sync_runs.c.id.desc()).limit(limit)
             return [_run(r) for r in await conn.execute(query)]
 
-    async def last_run(self, rule: str, states: tuple[str, ...]) -> RunRecord | None:
+    async def last_run(self, rule: str, states: tuple[RunState, ...]) -> RunRecord | None:
         """The rule's newest run in one of ``states``."""
         query = (
-            select(sync_runs).where(sync_runs.c.rule == rule, sync_runs.c.state.in_(states))
+            select(sync_runs).where(sync_runs.c.rule == rule, sync_runs.c.state.in_([RunState(s).value for s in states]))
             .order_by(sync_runs.c.id.desc()).limit(1)
         )
         async with self._read() as conn:
@@ -263,7 +309,7 @@ class SyncStore(SqlStore):
 
         ``unless_leased``: only when nobody holds the rule's lease now (for readers, who hold no lease:
         a run in progress keeps its lease alive). How many runs were marked."""
-        condition = and_(sync_runs.c.rule == rule, sync_runs.c.state == "running")
+        condition = and_(sync_runs.c.rule == rule, sync_runs.c.state == RunState.RUNNING.value)
         at = now()
         if unless_leased:
             live = exists().where(sync_rules.c.name == rule, sync_rules.c.lease_until.is_not(None), sync_rules.c.lease_until >= at)
@@ -271,6 +317,6 @@ class SyncStore(SqlStore):
         async with self._write() as conn:
             result = await conn.execute(
                 update(sync_runs).where(condition)
-                .values(state="failed", finished_at=at, error="the worker running it stopped (lease expired)")
+                .values(state=RunState.FAILED.value, finished_at=at, error="the worker running it stopped (lease expired)")
             )
             return result.rowcount

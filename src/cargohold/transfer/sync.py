@@ -45,19 +45,20 @@ from ..config import Settings
 from ..oci.errors import RegistryError
 from ..oci.names import is_valid_tag
 from ..registry.service import Registry
+from ..store.sync import RunState, SkipOutcome, outcome_of
 from ..upstream import errors as up
 from ..upstream.client import MAX_PAGES, Credentials, Endpoint, NullObserver, UpstreamClient
 from ..upstream.guard import UpstreamRefused
 from ..upstream.http import guarded_session
-from .importer import Importer, ImportFailed, Target
+from .importer import Importer, ImportFailed, SourceRateLimited, Target
 from .tagfilter import TagFilter
 
 log = logging.getLogger("cargohold.sync")
 
+_COUNTED = (SkipOutcome.FILTERED, SkipOutcome.UNCHANGED)  # routine: past LIST_CAP only counted, never make a run partial
 LIST_CAP = 200  # individual entries per kind (filtered, unchanged) kept in a run record; the rest is counted
 DEFERRED_CAP = 10000  # budget/rate-limit skips are all listed (the next run starts with them), up to this many
 BUDGET_EXHAUSTED = "request budget exhausted"
-DEFERRED_PREFIXES = (BUDGET_EXHAUSTED, "rate-limited", "ratelimit-remaining", "upstream unavailable")
 MAX_TAGS = 100_000  # tags read from the source's list per run; the rest is not looked at (and the run says so)
 LISTED_TAG_CHARS = 140  # a skipped name that is not a valid tag is recorded cut to this
 
@@ -110,7 +111,7 @@ class SyncSpec:
 
 @dataclass
 class RunReport:
-    state: str = "succeeded"
+    state: RunState = RunState.SUCCEEDED
     requests_used: int = 0
     copied: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)
@@ -118,21 +119,26 @@ class RunReport:
     retry_after: float | None = None  # seconds; the next run not before now + this
     _counts: dict[str, int] = field(default_factory=dict)
 
-    def skip(self, tag: str, reason: str, kind: str | None = None) -> None:
-        """Record a skipped tag; ``kind`` (filtered, unchanged) entries past LIST_CAP are only counted."""
-        if kind is not None:
-            n = self._counts[kind] = self._counts.get(kind, 0) + 1
+    def skip(self, tag: str, reason: str, outcome: SkipOutcome) -> None:
+        """Record a skipped tag; filtered and unchanged entries past LIST_CAP are only counted."""
+        if outcome in _COUNTED:
+            n = self._counts[outcome] = self._counts.get(outcome, 0) + 1
             if n > LIST_CAP:
                 return
         elif len(self.skipped) >= DEFERRED_CAP + 2 * (LIST_CAP + 1):
             return
-        self.skipped.append({"tag": tag, "reason": reason})
+        self.skipped.append({"tag": tag, "reason": reason, "outcome": outcome.value})
 
     def close(self) -> None:
-        """Summary entries for the counted-only kinds."""
-        for kind, n in self._counts.items():
+        """Summary entries for the counted-only kinds; the state follows from the outcomes."""
+        for outcome, n in self._counts.items():
             if n > LIST_CAP:
-                self.skipped.append({"tag": "*", "reason": f"{kind}: {n - LIST_CAP} more tags not listed", "count": n - LIST_CAP})
+                self.skipped.append({
+                    "tag": "*", "reason": f"{outcome.value}: {n - LIST_CAP} more tags not listed", "count": n - LIST_CAP,
+                    "outcome": outcome.value,
+                })
+        if self.state is not RunState.FAILED and any(outcome_of(e) not in _COUNTED for e in self.skipped):
+            self.state = RunState.PARTIAL
 
 
 def deferred_tags(previous_skipped: list[dict[str, Any]]) -> list[str]:
@@ -140,7 +146,7 @@ def deferred_tags(previous_skipped: list[dict[str, Any]]) -> list[str]:
     return [
         entry["tag"] for entry in previous_skipped
         if isinstance(entry, dict) and isinstance(entry.get("tag"), str) and entry.get("tag") != "*"
-        and str(entry.get("reason", "")).startswith(DEFERRED_PREFIXES)
+        and outcome_of(entry) is SkipOutcome.DEFERRED
     ]
 
 
@@ -177,14 +183,12 @@ class SyncEngine:
         try:
             await self._run(spec, credentials, run_id, previous_skipped or [], counter, report, on_progress)
         except _ListingFailed as exc:
-            report.state, report.error = "failed", str(exc)
+            report.state, report.error = RunState.FAILED, str(exc)
         except Exception as exc:  # a bug: keep what the run did so far
             log.exception("sync rule %s: run %d broke off", spec.name, run_id)
-            report.state, report.error = "failed", f"internal error: {type(exc).__name__}"
+            report.state, report.error = RunState.FAILED, f"internal error: {type(exc).__name__}"
         report.requests_used = counter.requests
         report.close()
-        if report.state != "failed" and any(not e["reason"].startswith(("filtered", "unchanged")) for e in report.skipped):
-            report.state = "partial"
         return report
 
     async def _run(
@@ -211,13 +215,13 @@ class SyncEngine:
                 raise _ListingFailed(f"listing the tags of {spec.source} failed: {exc or type(exc).__name__}") from None
             if cut == "pages":
                 report.skip("*", f"tag list cut short: read {max_pages} pages (at most half the request budget); "
-                            "the tags on later pages were not looked at")
+                            "the tags on later pages were not looked at", SkipOutcome.DEFERRED)
             elif cut == "tags":
-                report.skip("*", f"tag list cut short: only the first {MAX_TAGS} tags were looked at")
+                report.skip("*", f"tag list cut short: only the first {MAX_TAGS} tags were looked at", SkipOutcome.DEFERRED)
             candidates = []
             for tag in tags:
                 if not is_valid_tag(tag):
-                    report.skip(tag[:LISTED_TAG_CHARS], "filtered: not a valid tag name", "filtered")
+                    report.skip(tag[:LISTED_TAG_CHARS], "filtered: not a valid tag name", SkipOutcome.FILTERED)
                     continue
                 try:
                     reason = spec.tag_filter.reject(tag)
@@ -226,7 +230,7 @@ class SyncEngine:
                 if reason is None:
                     candidates.append(tag)
                 else:
-                    report.skip(tag, reason, "filtered")
+                    report.skip(tag, reason, SkipOutcome.FILTERED)
             ordered = order_candidates(candidates, deferred_tags(previous))
             for index, tag in enumerate(ordered):
                 stop = None
@@ -244,7 +248,7 @@ class SyncEngine:
                     on_progress()
                 if stop is not None:
                     for rest in ordered[index:]:
-                        report.skip(rest, stop)
+                        report.skip(rest, stop, SkipOutcome.DEFERRED)
                     return
 
     async def _sync_tag(
@@ -255,18 +259,18 @@ class SyncEngine:
         try:
             head = await client.head_manifest(spec.repository, tag)
         except up.UpstreamNotFound:
-            report.skip(tag, "gone upstream (listed, but the HEAD found no manifest)")
+            report.skip(tag, "gone upstream (listed, but the HEAD found no manifest)", SkipOutcome.FAILED)
             return None
         except up.UpstreamRateLimited:
             raise
         except (up.UpstreamUnavailable, TimeoutError) as exc:
             return f"upstream unavailable: {exc or type(exc).__name__}"
         except (up.UpstreamError, UpstreamRefused) as exc:
-            report.skip(tag, f"HEAD failed: {exc}")
+            report.skip(tag, f"HEAD failed: {exc}", SkipOutcome.FAILED)
             return None
         local = await self._local_digest(spec.target, tag)
         if local == head.digest:
-            report.skip(tag, "unchanged", "unchanged")
+            report.skip(tag, "unchanged", SkipOutcome.UNCHANGED)
             return None
         try:
             result = await self.importer.run(
@@ -275,11 +279,11 @@ class SyncEngine:
                 observer=counter, client=client, max_retry_after=0.0,
             )
         except ImportFailed as exc:
-            if exc.code == "SOURCE_RATE_LIMITED":
+            if isinstance(exc, SourceRateLimited):
                 if exc.retry_after is not None:
                     report.retry_after = max(report.retry_after or 0.0, exc.retry_after)
                 return f"rate-limited while copying ({exc})"
-            report.skip(tag, f"copy failed: {exc}")
+            report.skip(tag, f"copy failed: {exc}", SkipOutcome.FAILED)
             return None
         report.copied.append({"tag": tag, "digest": result.source_digest, "previous": local})
         return None

@@ -45,7 +45,7 @@ from ..config import Settings
 from ..oci.errors import DomainError, NotFound
 from ..oci.names import is_valid_name
 from ..registry.service import Registry
-from ..store.sync import RunRecord, SyncRuleRecord, SyncStore
+from ..store.sync import RunRecord, RunState, SyncRuleRecord, SyncStore
 from ..upstream.client import Credentials
 from .schedule import InvalidSchedule, Schedule
 from .importer import PLATFORM_PATTERN
@@ -228,7 +228,7 @@ class SyncService:
 
     async def list_runs(self, name: str, limit: int = 20) -> list[RunRecord]:
         runs = await self.store.list_runs(name, limit)
-        if any(r.state == "running" for r in runs) and await self.store.fail_abandoned_runs(name, unless_leased=True):
+        if any(r.state is RunState.RUNNING for r in runs) and await self.store.fail_abandoned_runs(name, unless_leased=True):
             runs = await self.store.list_runs(name, limit)
         return runs
 
@@ -236,7 +236,7 @@ class SyncService:
 
     async def get_run(self, name: str, run_id: int) -> RunRecord | None:
         run = await self.store.get_run(run_id)
-        if run is not None and run.rule == name and run.state == "running":
+        if run is not None and run.rule == name and run.state is RunState.RUNNING:
             if await self.store.fail_abandoned_runs(name, unless_leased=True):
                 run = await self.store.get_run(run_id)
         return run if run is not None and run.rule == name else None
@@ -282,7 +282,7 @@ class SyncService:
                 raise UnknownSyncRule(f"no sync rule named {name!r}")
             await self.store.fail_abandoned_runs(name)
             # The last run that got as far as the tags: the one whose deferred tags this run checks first.
-            previous = await self.store.last_run(name, ("partial", "succeeded"))
+            previous = await self.store.last_run(name, (RunState.PARTIAL, RunState.SUCCEEDED))
             run = await self.store.start_run(name, trigger)
         except BaseException:
             await self.store.release(name, token, None, keep_schedule=True)
@@ -359,12 +359,12 @@ class SyncService:
         except Exception as exc:  # an undecryptable credential set, a rule that no longer validates, a bug
             log.exception("sync rule %s: run %d failed", rule.name, run.id)
             detail = str(exc) if isinstance(exc, (ValueError, LookupError)) else f"internal error: {type(exc).__name__}"
-            return await self._record(run, "failed", report.requests_used, report.copied, report.skipped, detail), None
+            return await self._record(run, RunState.FAILED, report.requests_used, report.copied, report.skipped, detail), None
         error = report.error
         if error is None and report.retry_after is not None:
             error = f"stopped: the upstream rate-limited the run (retry after {report.retry_after:g} s)"
         found = await self._record(run, report.state, report.requests_used, report.copied, report.skipped, error)
-        if report.copied or report.state != "succeeded":
+        if report.copied or report.state is not RunState.SUCCEEDED:
             log.info(
                 "sync rule %s run %d: %s, %d copied, %d skipped, %d requests", rule.name, run.id, report.state,
                 len(report.copied), len(report.skipped), report.requests_used,
@@ -373,10 +373,10 @@ class SyncService:
 
     async def _record_report(self, run: RunRecord, report: RunReport, error: str) -> RunRecord:
         """A run that did not end by itself: failed, with what it had done (copies, requests, skips) by then."""
-        return await self._record(run, "failed", report.requests_used, list(report.copied), list(report.skipped), error)
+        return await self._record(run, RunState.FAILED, report.requests_used, list(report.copied), list(report.skipped), error)
 
     async def _record(
-        self, run: RunRecord, state: str, requests_used: int, copied: list[dict[str, Any]], skipped: list[dict[str, Any]],
+        self, run: RunRecord, state: RunState, requests_used: int, copied: list[dict[str, Any]], skipped: list[dict[str, Any]],
         error: str | None,
     ) -> RunRecord:
         """Store the finished run; a rule deleted while it ran took its log along, so the record is made up."""

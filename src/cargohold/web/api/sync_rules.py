@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from aiohttp import web
 from pydantic import Field
 
-from ...store.sync import RunRecord, SyncRuleRecord
+from ...store.sync import RunRecord, RunState, SkipOutcome, SyncRuleRecord, outcome_of
 from ...transfer.importer import PLATFORM_PATTERN
 from ...oci.errors import NotFound
 from ...transfer.sync_service import SyncService, UnknownSyncRule
@@ -120,7 +120,11 @@ class CopiedTag(OutModel):
 
 class SkippedTag(OutModel):
     tag: str = Field(description="'*' for a summary entry that counts tags not listed one by one")
-    reason: str = Field(description="filtered: …, unchanged, request budget exhausted …, rate-limited …, copy failed: …")
+    reason: str = Field(description="for people: filtered: …, unchanged, request budget exhausted …, copy failed: …")
+    outcome: SkipOutcome = Field(
+        description="for programs: filtered, unchanged, deferred (budget, rate limit, upstream down: checked first next run), "
+        "failed (HEAD or copy failed)"
+    )
     count: int | None = None
 
 
@@ -128,7 +132,7 @@ class SyncRun(OutModel):
     id: int
     rule: str
     trigger: Literal["schedule", "manual"]
-    state: Literal["running", "succeeded", "partial", "failed"]
+    state: RunState
     started_at: datetime
     finished_at: datetime | None
     requests_used: int = Field(description="requests sent to the source registry (token requests not counted)")
@@ -142,15 +146,9 @@ class SyncRun(OutModel):
 
     @classmethod
     def of(cls, r: RunRecord, max_skipped: int | None = None) -> SyncRun:
-        counts = {"copied": len(r.copied), "unchanged": 0, "filtered": 0, "deferred": 0, "failed": 0}
+        counts = {"copied": len(r.copied), **{o.value: 0 for o in SkipOutcome}}
         for entry in r.skipped:
-            reason = str(entry.get("reason", ""))
-            n = int(entry.get("count") or 1)
-            kind = (
-                "filtered" if reason.startswith("filtered") else "unchanged" if reason.startswith("unchanged")
-                else "failed" if reason.startswith(("copy failed", "HEAD failed", "gone upstream")) else "deferred"
-            )
-            counts[kind] += n
+            counts[outcome_of(entry).value] += int(entry.get("count") or 1)
         skipped = r.skipped if max_skipped is None else r.skipped[:max_skipped]
         return cls(
             id=r.id, rule=r.rule, trigger=r.trigger, state=r.state, started_at=r.started_at,  # type: ignore[arg-type]
