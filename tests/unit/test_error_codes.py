@@ -159,3 +159,13 @@ def test_an_unregistered_error_is_a_500_not_a_crash() -> None:
         code = "STRAY"
 
     assert oci_error(Stray()).status == 500
+
+
+def test_a_detail_json_cannot_hold_is_told_as_text_not_a_500() -> None:
+    from cargohold.oci.digest import Digest
+
+    digest = Digest.parse("sha256:" + "a" * 64)
+    response = oci_error(e.BlobUnknown(detail={"digest": digest, "seen": {1}}))
+    assert response.status == 404
+    assert _json(response)["errors"][0]["detail"] == {"digest": str(digest), "seen": "{1}"}
+    assert problem(e.BlobUnknown(), {"extra": b"x"}).status == 404

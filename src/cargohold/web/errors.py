@@ -27,7 +27,8 @@ def oci_error_response(code: str, message: str, status: int, detail: object = No
     body = {"errors": [{"code": code, "message": message, "detail": detail}]}
     return web.Response(
         status=status,
-        body=json.dumps(body).encode(),
+        # A detail holding something JSON cannot say (a Digest, a set, bytes) is told as text, not turned into a 500.
+        body=json.dumps(body, default=str).encode(),
         headers={"Content-Type": "application/json", API_VERSION_HEADER[0]: API_VERSION_HEADER[1]},
     )
 
@@ -39,7 +40,7 @@ def problem_response(status: int, title: str, detail: str, code: str | None = No
         body["code"] = code
     if extra:
         body.update(extra)
-    return web.Response(status=status, body=json.dumps(body).encode(), headers={"Content-Type": "application/problem+json"})
+    return web.Response(status=status, body=json.dumps(body, default=str).encode(), headers={"Content-Type": "application/problem+json"})
 
 
 def oci_error(error: e.DomainError) -> web.Response:
