@@ -91,6 +91,17 @@ def test_last_that_is_not_a_tag(server: Server, tagged: tuple[str, list[str]]) -
     assert r.json()["tags"] == [t for t in expected if t.encode() > b"b"]
 
 
+def test_last_with_a_nul_is_the_page_after_its_prefix(server: Server, tagged: tuple[str, list[str]]) -> None:
+    """No name holds a NUL, so ``last=b\\0x`` pages like ``last=b``; PostgreSQL cannot compare it (was a 500)."""
+    repo, expected = tagged
+    for last, after in (("b\x00x", b"b"), ("\x00", b"")):
+        r = requests.get(tags_url(server, repo), params={"n": 100, "last": last}, timeout=TIMEOUT)
+        assert r.status_code == 200, r.text
+        assert r.json()["tags"] == [t for t in expected if t.encode() > after]
+    r = requests.get(f"{server.url}/v2/_catalog", params={"n": 1, "last": "\x00"}, timeout=TIMEOUT)
+    assert r.status_code == 200 and len(r.json()["repositories"]) == 1, r.text
+
+
 def test_follow_link_through_every_page(server: Server, tagged: tuple[str, list[str]]) -> None:
     repo, expected = tagged
     for n in (1, 3, 5, len(expected) - 1, len(expected), len(expected) + 1):

@@ -102,6 +102,13 @@ def page_size(request: web.Request) -> int | None:
     return int(raw)
 
 
+def page_after(request: web.Request) -> str | None:
+    """``last``, cut at its first NUL: the same page (no name holds a NUL, and every name after ``a\\0…`` is
+    after ``a``), and a cursor PostgreSQL can compare (it refuses NUL in text: this was a 500)."""
+    raw = request.query.get("last")
+    return raw.split("\x00", 1)[0] or None if raw else None
+
+
 def next_link(path: str, n: int, last: str) -> str:
     return f'<{path}?n={n}&last={quote(last, safe="")}>; rel="next"'
 

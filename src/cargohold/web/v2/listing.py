@@ -7,7 +7,7 @@ import json
 from aiohttp import web
 
 from .cache import CACHE_HEADER
-from .common import access, next_link, page_size, registry, repository
+from .common import access, next_link, page_after, page_size, registry, repository
 
 
 def _json(payload: object, link: str | None, cache: str | None = None) -> web.Response:
@@ -20,7 +20,7 @@ def _json(payload: object, link: str | None, cache: str | None = None) -> web.Re
 
 
 async def list_tags(request: web.Request) -> web.Response:
-    n, last = page_size(request), request.query.get("last") or None
+    n, last = page_size(request), page_after(request)
     repo = repository(request)
     page, result = await repo.tags(n, last)
     link = next_link(request.path, n, page.items[-1]) if page.more and n else None
@@ -28,7 +28,7 @@ async def list_tags(request: web.Request) -> web.Response:
 
 
 async def catalog(request: web.Request) -> web.Response:
-    n, last = page_size(request), request.query.get("last") or None
+    n, last = page_size(request), page_after(request)
     page = await registry(request).listing.catalog(n, last, access(request).may_list)
     link = next_link(request.path, n, page.items[-1]) if page.more and n else None
     return _json({"repositories": page.items}, link)
