@@ -160,3 +160,20 @@ def test_a_mount_refused_only_for_the_tokens_scope_is_challenged_for_the_source(
     own = fetch_token(server, ["repository:team/dst:pull,push"], creds.basic("outsider"))
     r = requests.post(url, params=mount, headers=bearer(own), timeout=TIMEOUT)
     assert r.status_code == 202, describe(r)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_nul_in_a_username_is_401_never_500(tmp_path_factory: pytest.TempPathFactory, backend: str) -> None:
+    """No identity's name holds a NUL, and PostgreSQL cannot store one in the throttle or the audit (was a 500)."""
+    no_throttle = {"CARGOHOLD_LOGIN_THROTTLE_ATTEMPTS": "100000"}  # 12 failures from one address would be 429s
+    with Server(tmp_path_factory.mktemp("auth-nul") / "data", backend, 1, auth=True, extra_env=no_throttle) as server:
+        for user in ("admin\x00", "\x00", "a\x00b"):
+            basic = b"Basic " + base64.b64encode(user.encode() + b":wrong-password\x00")
+            for path in (b"/v2/", b"/token?service=cargohold", b"/api/v1/me"):
+                status, headers, body = raw(server, b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: " + basic + b"\r\n")
+                assert status == 401, (path, status, body)
+            r = requests.post(f"{server.url}/token", data={"grant_type": "password", "username": user, "password": "x"}, timeout=TIMEOUT)
+            assert r.status_code == 401, r.text
+        # The bootstrap admin still logs in: "admin\0" is not admin.
+        r = requests.get(f"{server.url}/v2/", auth=("admin", server.admin_password), timeout=TIMEOUT)
+        assert r.status_code == 200, r.text

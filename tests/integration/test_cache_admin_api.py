@@ -255,6 +255,14 @@ def test_bad_rule_input(srv: Server, body: Any, status: int, code: str) -> None:
     ok(api(srv, "DELETE", f"/cache-rules/{rule['name']}"), 204)
 
 
+def test_a_pin_reference_with_a_bad_tag_or_digest_is_invalid_reference(srv: Server) -> None:
+    """``DELETE /cache/pins?reference=…`` takes its reference from the query: a NUL in it was a 500 on PostgreSQL."""
+    for reference in ("hub/app:\x00", "hub/app:a\x00b", "hub/app:" + "x" * 200, "hub/app@sha256:nope", "hub/app:-bad"):
+        problem(api(srv, "DELETE", "/cache/pins", params={"reference": reference}), 422, "INVALID_REFERENCE")
+        problem(api(srv, "POST", "/cache/pins", json={"reference": reference}), 422)
+    problem(api(srv, "DELETE", "/cache/pins", params={"reference": "hub/app:1.0"}), 404, "NOT_FOUND")
+
+
 def test_rule_conflicts(srv: Server) -> None:
     local = ns()
     hub = make_rule(srv, "docker.io/*", f"{local}/*", dockerhub_mirror=True)

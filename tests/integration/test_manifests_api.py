@@ -455,6 +455,26 @@ def test_invalid_manifest_is_400_manifest_invalid(server: Server, body: bytes) -
     assert_gone(server, repo, "bad")
 
 
+@pytest.mark.parametrize(
+    ("where", "value"),
+    [("artifactType", "application/vnd.x\u0000"), ("artifactType", "application/" + "x" * 300),
+     ("artifactType", "application/vnd x"), ("config", "application/vnd.\u0000config"), ("index", "a/\u0000")],
+)
+def test_an_artifact_type_that_is_no_media_type_is_manifest_invalid(server: Server, where: str, value: str) -> None:
+    """It is stored and filtered on: a NUL or an overlong one was a 500 on PostgreSQL, so it is refused on both."""
+    repo = unique_repo("mf")
+    empty = push_empty_config(server.url, repo)
+    if where == "index":
+        doc: dict[str, object] = {"schemaVersion": 2, "mediaType": OCI_INDEX, "artifactType": value, "manifests": []}
+    elif where == "config":
+        doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": {**empty, "mediaType": value}, "layers": []}
+    else:
+        doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": value, "config": empty, "layers": []}
+    _, r = push_manifest(server.url, repo, manifest_bytes(doc), reference="bad", media_type=str(doc["mediaType"]), expect=None)
+    assert_error(r, 400, "MANIFEST_INVALID")
+    assert_gone(server, repo, "bad")
+
+
 def test_missing_blob_is_manifest_blob_unknown(server: Server) -> None:
     repo = unique_repo("mf")
     config = json.dumps({"salt": uuid.uuid4().hex}).encode()

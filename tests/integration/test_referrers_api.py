@@ -163,6 +163,14 @@ def test_artifact_type_filter(server: Server, food: dict[str, Any]) -> None:
     assert r.headers["OCI-Filters-Applied"] == "artifactType"
 
 
+def test_a_filter_with_a_control_character_matches_nothing(server: Server, food: dict[str, Any]) -> None:
+    """No stored artifact type holds one; PostgreSQL cannot compare a NUL at all (this was a 500)."""
+    for artifact_type in (BAGEL + "\x00", "\x00", BAGEL + "\n"):
+        r = referrers(server, food["repo"], food["subject"], artifact_type)
+        assert assert_index(r) == [], artifact_type
+        assert r.headers["OCI-Filters-Applied"] == "artifactType"
+
+
 def test_no_filter_header_without_filter(server: Server, food: dict[str, Any]) -> None:
     r = referrers(server, food["repo"], food["subject"])
     assert "OCI-Filters-Applied" not in r.headers

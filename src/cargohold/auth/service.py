@@ -149,6 +149,8 @@ class AuthService:
         re-verified in the background, so steady Basic-auth traffic never stalls.
         """
         self._fresh()
+        # No identity's name holds a NUL, and PostgreSQL cannot store one (throttle, audit): it was a 500.
+        username = username.replace("\x00", "\ufffd")
         key = hashlib.sha256(f"{username}\0{password}".encode()).hexdigest()
         cached = self._credentials.get(key)
         now = time.monotonic()

@@ -8,12 +8,15 @@ learn the media type, the blobs and child manifests that must exist, the
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import mediatypes as mt
 from .digest import Digest
 from .errors import DigestInvalid, ManifestInvalid
+
+_MEDIA_TYPE = re.compile(r"[\x21-\x7e]{1,255}")  # RFC 6838: printable ASCII, type and subtype 127 each at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,13 +74,22 @@ def parse_manifest(raw: bytes, content_type: str | None) -> ParsedManifest:
         raise ManifestInvalid("artifactType must be a string")
     if media_type in mt.INDEXES:
         children = _descriptor_list(doc.get("manifests"), "manifests", required=True)
+        _check_artifact_type(artifact_type)
         return ParsedManifest(media_type, artifact_type, subject, (), children, annotations)
     config = _descriptor(doc.get("config"), "config")
     layers = _descriptor_list(doc.get("layers"), "layers", required=media_type == mt.DOCKER_MANIFEST)
     if not artifact_type and media_type == mt.OCI_MANIFEST:
         # Referrers API: with artifactType empty or missing, a manifest's type is its config media type.
         artifact_type = config.media_type
+    _check_artifact_type(artifact_type)
     return ParsedManifest(media_type, artifact_type, subject, (config, *layers), (), annotations)
+
+
+def _check_artifact_type(artifact_type: str | None) -> None:
+    """The artifact type is stored and filtered on (referrers): it must be what RFC 6838 allows a media type
+    to be, printable ASCII of at most 255 characters; a NUL or an overlong one was a 500 on PostgreSQL."""
+    if artifact_type and not _MEDIA_TYPE.fullmatch(artifact_type):
+        raise ManifestInvalid(f"artifactType (or the config's mediaType) {artifact_type[:100]!r} is not a media type")
 
 
 def _media_type(doc: dict[str, Any], declared: str | None, header: str) -> str:

@@ -18,8 +18,9 @@ from ...auth.scopes import READ
 from ...cache.evict import enforce_quota
 from ...cache.metrics import summary
 from ...cache.service import NotCached
-from ...oci.errors import Denied, NotFound
-from ...oci.names import is_valid_name
+from ...oci.digest import Digest
+from ...oci.errors import Denied, NotFound, RegistryError
+from ...oci.names import is_valid_name, is_valid_tag
 from ..codes import InvalidReference
 from ..keys import CACHE
 from .common import Call, InModel, Operation, OutModel, QueryModel, created, no_content, render
@@ -33,13 +34,21 @@ ImageReference = Annotated[
 ]
 
 
+def _is_digest(text: str) -> bool:
+    try:
+        Digest.parse(text)
+    except RegistryError:
+        return False
+    return True
+
+
 def split_reference(value: str) -> tuple[str, str]:
     """``hub/alpine:3.20`` → (``hub/alpine``, ``3.20``); ``hub/alpine@sha256:…`` → (``hub/alpine``, ``sha256:…``)."""
     if "@" in value:
         name, _, reference = value.partition("@")
     else:
         name, _, reference = value.rpartition(":")
-    if not name or not reference or not is_valid_name(name):
+    if not name or not reference or not is_valid_name(name) or not (is_valid_tag(reference) or _is_digest(reference)):
         raise InvalidReference(f"{value!r} is not REPOSITORY:TAG or REPOSITORY@DIGEST")
     return name, reference
 
