@@ -163,6 +163,19 @@ def test_client_gone_mid_body_is_an_info_line(server: Server) -> None:
     assert r.status_code == 204 and r.headers["Range"] == "0-0", (r.status_code, r.headers)
 
 
+def test_a_request_aiohttp_cannot_parse_is_a_400_and_an_info_line(server: Server) -> None:
+    """A request line or header over aiohttp's 8190 bytes: aiohttp answers 400 and logged an ERROR traceback."""
+    for head in (f"GET /v2/_catalog?last={'a' * 9000} HTTP/1.1\r\n", f"GET /v2/ HTTP/1.1\r\nX-Big: {'b' * 9000}\r\n"):
+        window = LogWindow(server)
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(f"{head}Host: {server.host}\r\nConnection: close\r\n\r\n".encode())
+            answer = sock.recv(65536)
+        assert answer.split(b" ", 2)[1] == b"400", answer[:200]
+        window.wait_for("INFO [")
+        window.wait_for("LineTooLong")
+        window.assert_quiet()
+
+
 def test_client_gone_mid_fill_is_an_info_line(server: Server, upstream: DockerRegistry, proxy: UpstreamProxy) -> None:
     name = f"f{uuid.uuid4().hex[:10]}"
     data = os.urandom(1024 * KiB)

@@ -96,6 +96,23 @@ def server_ssl_context(cert: "Path", key: "Path") -> "ssl.SSLContext":
     return context
 
 
+class MalformedRequestsAtInfo(logging.Filter):
+    """aiohttp answers a request it cannot parse (a request line or header over 8190 bytes, broken framing)
+    with 400 and logs it at ERROR with a traceback: the client's mistake, not the server's. Told at INFO, one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        error = record.exc_info[1] if record.exc_info else None
+        if not isinstance(error, HttpProcessingError):
+            return True
+        detail = " ".join(str(error).split())[:200]
+        record.msg, record.args = f"{record.getMessage()}: {type(error).__name__}: {detail}", ()
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        record.exc_info, record.exc_text = None, None
+        return logging.getLogger(record.name).isEnabledFor(logging.INFO)
+
+
 def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(),
@@ -110,6 +127,7 @@ def configure_logging(level: str) -> None:
     # Alembic announces each of its autogenerate plugins at INFO on every start: noise, not news.
     # Its migration lines ("Running upgrade 0003 -> 0004") stay.
     logging.getLogger("alembic.runtime.plugins").setLevel(max(logging.WARNING, logging.getLogger().level))
+    logging.getLogger("aiohttp.server").addFilter(MalformedRequestsAtInfo())
 
 
 async def _prepare(settings: "Settings") -> None:
